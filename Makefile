@@ -1,0 +1,47 @@
+# recalloc — the two commands: `make demo` (run it) and `make test` (prove it).
+SHELL := /bin/bash
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+CLI := $(TARGET_DIR)/release/recalloc
+DEMO_DATA ?= data/goodbooks
+
+.PHONY: build demo test up down reset bench lint fmt install
+
+build:
+	cargo build --release --bins
+
+install:
+	bash deploy/local/install.sh
+
+## Start the local cluster, load the bundled goodbooks subset, print the state's counts.
+demo: build up
+	$(CLI) load goodbooks $(DEMO_DATA)
+	@echo "waiting for the featurizer to catch up…"
+	@prev=""; for i in $$(seq 60); do cur=$$($(CLI) stats); [ "$$cur" = "$$prev" ] && break; prev=$$cur; sleep 2; done
+	$(CLI) stats
+	@echo "the cluster is still up: 'make down' stops it"
+
+## Unit, property and integration tests; installs and starts Redis and the broker itself.
+test: install
+	export RECALLOC_TEST_PYTHON=$$(bash deploy/local/pyenv.sh) && \
+	cargo build --release --bins && \
+	cargo test --release --workspace
+
+up: build
+	bash deploy/local/up.sh
+
+down:
+	bash deploy/local/down.sh
+
+## Remove the local cluster's data and logs (stop it first).
+reset: down
+	rm -rf .local
+
+bench: build install
+	bash bench/ingest.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

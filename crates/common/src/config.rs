@@ -1,0 +1,449 @@
+//! Layered configuration: built-in defaults, then a TOML file (`RECALLOC_CONFIG` or `--config`),
+//! then `RECALLOC_<SECTION>_<FIELD>` environment variables. One struct covers the whole cluster so
+//! the CLI and every service agree on addresses without repeating them.
+//!
+//! Errors name the key and where its value came from, e.g.
+//! `invalid config key ingest.max_batch (from RECALLOC_INGEST_MAX_BATCH): invalid digit …`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Environment variable that names the config file.
+pub const CONFIG_FILE_ENV: &str = "RECALLOC_CONFIG";
+const ENV_PREFIX: &str = "RECALLOC_";
+/// `RECALLOC_*` variables that the scripts use and that are not config keys.
+const NOT_CONFIG_KEYS: [&str; 3] = [CONFIG_FILE_ENV, "RECALLOC_CACHE", "RECALLOC_TANSU_BIN"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown config key {key} (from {origin})")]
+    UnknownKey { key: String, origin: String },
+    #[error("invalid config key {key} (from {origin}): {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub kafka: KafkaConfig,
+    pub ingest: IngestConfig,
+    pub featurizer: FeaturizerConfig,
+    pub embed: Endpoints,
+    pub rank: Endpoints,
+    pub scheduler: Endpoints,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let endpoints = |grpc: u16, http: u16| Endpoints {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], http)),
+        };
+        Self {
+            redis: RedisConfig::default(),
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            featurizer: FeaturizerConfig::default(),
+            embed: endpoints(50052, 9102),
+            rank: endpoints(50053, 9103),
+            scheduler: endpoints(50054, 9104),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoints {
+    /// Where the gRPC server listens (and where clients connect).
+    pub grpc_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    /// Partitions per topic when the local scripts create them.
+    pub partitions: u32,
+    /// How long the producer keeps retrying one record before the call fails with UNAVAILABLE.
+    pub message_timeout_ms: u32,
+    /// Consumer group session timeout: how soon a crashed consumer's partitions move.
+    pub session_timeout_ms: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            partitions: 4,
+            message_timeout_ms: 30_000,
+            session_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Most records in one request (or one message of a stream).
+    pub max_batch: u32,
+    /// Longest user or item id, in bytes.
+    pub max_id_len: u32,
+    /// Longest title, description or profile text, in bytes.
+    pub max_text_len: u32,
+    /// Most tags or attributes per record.
+    pub max_tags: u32,
+    /// The rating scale: RATING values outside it are rejected.
+    pub rating_min: f64,
+    pub rating_max: f64,
+    /// Weights of non-rating events above this are clipped to it (and flagged).
+    pub value_cap: f64,
+    /// Timestamps before this (unix ms) are rejected.
+    pub min_timestamp_ms: i64,
+    /// Timestamps further than this into the future are rejected.
+    pub max_future_ms: i64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            max_batch: 10_000,
+            max_id_len: 256,
+            max_text_len: 16 * 1024,
+            max_tags: 256,
+            rating_min: 1.0,
+            rating_max: 5.0,
+            value_cap: 1_000.0,
+            // 1990-01-01: older dates are typos, not history.
+            min_timestamp_ms: 631_152_000_000,
+            max_future_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturizerConfig {
+    pub metrics_addr: SocketAddr,
+    pub group_id: String,
+    /// Events kept per user in the recent-history list.
+    pub history_len: u32,
+    /// Records applied to Redis per round trip.
+    pub batch_size: u32,
+}
+
+impl Default for FeaturizerConfig {
+    fn default() -> Self {
+        Self {
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9105)),
+            group_id: "recalloc-featurizer".into(),
+            history_len: 200,
+            batch_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `EnvFilter` directives; `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults → the file named by `file` or `RECALLOC_CONFIG` → `RECALLOC_*` variables
+    /// of the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let from_env = env.get(CONFIG_FILE_ENV).map(PathBuf::from);
+        Self::load_from(file.or(from_env.as_deref()), &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file_tree: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            merge(
+                &mut tree,
+                toml::Value::Table(file_tree),
+                "",
+                &mut origins,
+                &path.display().to_string(),
+            );
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if NOT_CONFIG_KEYS.contains(&name.as_str()) || name.starts_with("RECALLOC_TEST_") {
+                continue;
+            }
+            let (section, field) =
+                split_env_key(&tree, &rest.to_ascii_lowercase()).ok_or_else(|| {
+                    ConfigError::UnknownKey {
+                        key: rest.to_ascii_lowercase(),
+                        origin: name.clone(),
+                    }
+                })?;
+            let table = tree
+                .get_mut(&section)
+                .and_then(|v| v.as_table_mut())
+                .expect("section exists");
+            let typed = typed_like(table.get(&field), raw);
+            table.insert(field.clone(), typed);
+            origins.insert(format!("{section}.{field}"), name.clone());
+        }
+        serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().to_string();
+            if message.starts_with("unknown field") {
+                return ConfigError::UnknownKey {
+                    origin: origin_of(&origins, &key),
+                    key,
+                };
+            }
+            ConfigError::Invalid {
+                origin: origin_of(&origins, &key),
+                key,
+                message,
+            }
+        })
+    }
+}
+
+fn origin_of(origins: &BTreeMap<String, String>, key: &str) -> String {
+    origins
+        .iter()
+        .filter(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+        .map(|(_, v)| v.clone())
+        .next()
+        .or_else(|| {
+            origins
+                .iter()
+                .find(|(k, _)| k.starts_with(&format!("{key}.")))
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|| "defaults".into())
+}
+
+/// `ingest_max_batch` → (`ingest`, `max_batch`) when `ingest` is a section with that field.
+fn split_env_key(tree: &toml::Value, key: &str) -> Option<(String, String)> {
+    let sections = tree.as_table()?;
+    sections.iter().find_map(|(section, fields)| {
+        let field = key.strip_prefix(section.as_str())?.strip_prefix('_')?;
+        fields
+            .as_table()?
+            .contains_key(field)
+            .then(|| (section.clone(), field.to_owned()))
+    })
+}
+
+/// Environment values are strings; give them the type the default has so `"8"` can fill an
+/// integer field and `"123"` a string one. Anything unparsable stays a string and fails
+/// deserialisation with a message naming the key.
+fn typed_like(default: Option<&toml::Value>, raw: &str) -> toml::Value {
+    let raw = raw.trim();
+    match default {
+        Some(toml::Value::Integer(_)) => raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        Some(toml::Value::Float(_)) => raw
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        Some(toml::Value::Boolean(_)) => raw
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        _ => toml::Value::String(raw.into()),
+    }
+}
+
+fn merge(
+    base: &mut toml::Value,
+    over: toml::Value,
+    prefix: &str,
+    origins: &mut BTreeMap<String, String>,
+    origin: &str,
+) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => {
+                        merge(existing, v, &path, origins, origin)
+                    }
+                    _ => {
+                        origins.insert(path, origin.to_owned());
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ports() {
+        let c = Config::load_from(None, &env(&[])).unwrap();
+        assert_eq!(c.ingest.grpc_addr.port(), 50051);
+        assert_eq!(c.embed.grpc_addr.port(), 50052);
+        assert_eq!(c.rank.grpc_addr.port(), 50053);
+        assert_eq!(c.scheduler.grpc_addr.port(), 50054);
+        assert_eq!(
+            [
+                c.ingest.metrics_addr.port(),
+                c.embed.metrics_addr.port(),
+                c.rank.metrics_addr.port(),
+                c.scheduler.metrics_addr.port()
+            ],
+            [9101, 9102, 9103, 9104]
+        );
+        assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[ingest]\nmax_batch = 7\nrating_max = 10.0\n[redis]\nurl = \"redis://file:1\""
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(f.path()),
+            &env(&[
+                ("RECALLOC_INGEST_MAX_BATCH", "9"),
+                ("RECALLOC_FEATURIZER_GROUP_ID", "123"),
+                ("RECALLOC_KAFKA_BROKERS", "k1:1,k2:2"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.ingest.max_batch, 9);
+        assert_eq!(c.ingest.rating_max, 10.0);
+        assert_eq!(c.redis.url, "redis://file:1");
+        assert_eq!(c.featurizer.group_id, "123");
+        assert_eq!(c.kafka.brokers, "k1:1,k2:2");
+    }
+
+    #[test]
+    fn invalid_env_value_names_the_variable() {
+        let err = Config::load_from(None, &env(&[("RECALLOC_INGEST_MAX_BATCH", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.max_batch"), "{err}");
+        assert!(err.contains("RECALLOC_INGEST_MAX_BATCH"), "{err}");
+        let err = Config::load_from(None, &env(&[("RECALLOC_RANK_GRPC_ADDR", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rank.grpc_addr"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::load_from(None, &env(&[("RECALLOC_INGEST_MAX_BATHC", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown config key ingest_max_bathc"), "{err}");
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[redis]\nurll = \"x\"").unwrap();
+        let err = Config::load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown config key redis"), "{err}");
+    }
+
+    #[test]
+    fn bad_file_is_named() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[ingest\n").unwrap();
+        let err = Config::load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid TOML"), "{err}");
+        let err = Config::load_from(Some(Path::new("/no/such/file.toml")), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/no/such/file.toml"), "{err}");
+    }
+}

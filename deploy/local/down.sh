@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Stops what up.sh started, services first so they commit and drain, then the broker and Redis.
+# Data stays in .local/ (`make reset` removes it).
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+stop() {
+  local f=$run/$1.pid
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$1: stopping"
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { say "$1: did not stop in 15 s, killing"; kill -KILL "$pid" 2>/dev/null; }
+  fi
+  rm -f "$f"
+}
+for s in ingest featurizer tansu redis; do stop $s; done
+exit 0

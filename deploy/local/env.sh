@@ -1,0 +1,21 @@
+# Shared settings of the local scripts. Sourced, not run.
+# Everything installed lives outside the clone (keyed by version) so CI and later runs reuse it;
+# state and logs of the local cluster live in the git-ignored .local/ folder of the clone.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cache=${RECALLOC_CACHE:-$HOME/.cache/recalloc}
+TANSU_VERSION=0.6.0
+tansu_root=$cache/tansu-$TANSU_VERSION
+export RECALLOC_TANSU_BIN=${RECALLOC_TANSU_BIN:-$tansu_root/bin/tansu}
+target=${CARGO_TARGET_DIR:-$root/target}
+bin=$target/release
+state=$root/.local
+logs=$state/logs
+run=$state/run
+kafka=${RECALLOC_KAFKA_BROKERS:-127.0.0.1:9092}
+kafka_port=${kafka##*:}
+redis_url=${RECALLOC_REDIS_URL:-redis://127.0.0.1:6379}
+redis_port=$(echo "$redis_url" | sed -E 's#.*:([0-9]+)(/.*)?$#\1#')
+partitions=${RECALLOC_KAFKA_PARTITIONS:-4}
+topics=(recalloc.events.v1 recalloc.items.v1 recalloc.users.v1)
+say() { echo "[recalloc] $*" >&2; }
+die() { echo "[recalloc] error: $*" >&2; exit 1; }

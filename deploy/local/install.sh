@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the local cluster and the tests need when it is missing:
+#   - redis-server (Debian package)
+#   - tansu, the Kafka-compatible broker, built with its sqlite storage (cargo install, ~10-15
+#     min once; cached in ~/.cache/recalloc/tansu-<version>)
+# Idempotent: a second run does nothing.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+
+if ! command -v redis-server >/dev/null; then
+  say "installing redis-server (apt)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q redis-server >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q redis-server >/dev/null; }
+  # The package starts a system service on 6379 on some machines; the scripts work with it or without it.
+fi
+command -v redis-server >/dev/null || die "redis-server could not be installed"
+
+if [ ! -x "$RECALLOC_TANSU_BIN" ]; then
+  say "building tansu $TANSU_VERSION with sqlite storage into $tansu_root (once, about 10-15 minutes)"
+  CARGO_TARGET_DIR=$cache/tansu-build cargo install --locked tansu --version "=$TANSU_VERSION" \
+    --features libsql --root "$tansu_root" >"$cache/tansu-install.log" 2>&1 \
+    || die "cargo install tansu failed; see $cache/tansu-install.log"
+  rm -rf "$cache/tansu-build"
+fi
+say "redis-server: $(command -v redis-server)"
+say "tansu: $RECALLOC_TANSU_BIN"

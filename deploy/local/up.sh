@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Starts the local cluster on loopback: Redis, the tansu broker (sqlite storage in .local/),
+# the topics, then the services. Waits until each answers. Safe to run twice.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+bash "$root/deploy/local/install.sh"
+mkdir -p "$logs" "$run" "$state/redis" "$state/tansu"
+
+alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
+wait_port() {  # name port seconds
+  for _ in $(seq $(( $3 * 10 ))); do (echo >/dev/tcp/127.0.0.1/$2) 2>/dev/null && return 0; sleep 0.1; done
+  die "$1 did not open port $2 within $3 s; see $logs/$1.log"
+}
+
+if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+  say "redis: answering on $redis_port"
+else
+  say "redis: starting on $redis_port"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$state/redis" --appendonly yes \
+    --daemonize no >"$logs/redis.log" 2>&1 &
+  echo $! >"$run/redis.pid"
+  wait_port redis "$redis_port" 20
+fi
+
+if alive tansu || (echo >/dev/tcp/127.0.0.1/$kafka_port) 2>/dev/null; then
+  say "kafka: answering on $kafka_port"
+else
+  say "kafka: starting tansu on $kafka_port"
+  # tansu resolves the sqlite path against its working directory.
+  (cd "$state/tansu" && exec "$RECALLOC_TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine "sqlite://tansu.db" >"$logs/tansu.log" 2>&1) &
+  echo $! >"$run/tansu.pid"
+  wait_port tansu "$kafka_port" 30
+fi
+for t in "${topics[@]}"; do
+  out=$("$RECALLOC_TANSU_BIN" topic create --broker "tcp://127.0.0.1:$kafka_port" --partitions "$partitions" "$t" 2>&1) \
+    || echo "$out" | grep -qiE "exist" || die "creating topic $t: $out"
+done
+
+if [ ! -x "$bin/recalloc-ingest" ] || [ ! -x "$bin/recalloc-featurizer" ] || [ ! -x "$bin/recalloc" ]; then
+  say "building the services (cargo build --release)"
+  (cd "$root" && cargo build --release --bins) >"$logs/build.log" 2>&1 || die "build failed; see $logs/build.log"
+fi
+
+start() {  # name binary health-port
+  if alive "$1"; then say "$1: running"; return; fi
+  say "$1: starting"
+  "$bin/$2" >"$logs/$1.log" 2>&1 &
+  echo $! >"$run/$1.pid"
+}
+start ingest recalloc-ingest
+start featurizer recalloc-featurizer
+ready() {  # name port
+  for _ in $(seq 300); do
+    alive "$1" || die "$1 exited; see $logs/$1.log: $(tail -3 "$logs/$1.log")"
+    curl -fsS "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  die "$1 not ready after 60 s: $(curl -sS "http://127.0.0.1:$2/readyz" 2>&1 | tr '\n' ' ')"
+}
+ready ingest "$(echo "${RECALLOC_INGEST_METRICS_ADDR:-127.0.0.1:9101}" | sed 's/.*://')"
+ready featurizer "$(echo "${RECALLOC_FEATURIZER_METRICS_ADDR:-127.0.0.1:9105}" | sed 's/.*://')"
+say "up: ingest grpc ${RECALLOC_INGEST_GRPC_ADDR:-127.0.0.1:50051}, kafka $kafka, redis $redis_url; logs in $logs"

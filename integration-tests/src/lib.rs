@@ -1,0 +1,476 @@
+//! Starts the cluster's real parts on loopback for the integration tests: a private
+//! `redis-server` and `tansu` broker (sqlite storage) per test on free ports, then the service
+//! binaries configured through `RECALLOC_*` variables. Nothing is mocked.
+//!
+//! Needs `redis-server` on PATH, tansu at `RECALLOC_TANSU_BIN` (or the cache path
+//! `deploy/local/install.sh` uses), and the release binaries built (`make test` does all three).
+
+use anyhow::{Context, Result, bail};
+use redis::aio::ConnectionManager;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOPICS: [&str; 3] = [
+    "recalloc.events.v1",
+    "recalloc.items.v1",
+    "recalloc.users.v1",
+];
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+/// The directory of the binaries of this build (`target/release` next to `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("deps dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_owned()
+    } else {
+        dir.to_owned()
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "{} missing: run `cargo build --release --bins` first (make test does)",
+        p.display()
+    );
+    p
+}
+
+pub fn tansu_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RECALLOC_TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cache = std::env::var("RECALLOC_CACHE").unwrap_or(format!("{home}/.cache/recalloc"));
+    let p = PathBuf::from(format!("{cache}/tansu-0.6.0/bin/tansu"));
+    assert!(
+        p.is_file(),
+        "tansu not found at {} (run deploy/local/install.sh or set RECALLOC_TANSU_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// The repository root (for the bundled data).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn wait_port(port: u16, within: Duration) -> Result<()> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {port} after {within:?}")
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
+        let out = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {name}"))?;
+        Ok(Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL: no chance to commit or flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Redis, the broker and the services of one test.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub redis_port: u16,
+    pub kafka_port: u16,
+    pub redis: Proc,
+    pub broker: Option<Proc>,
+    pub ingest: Option<Proc>,
+    pub featurizer: Option<Proc>,
+    pub ingest_grpc: SocketAddr,
+    pub ingest_http: SocketAddr,
+    pub featurizer_http: SocketAddr,
+    /// Extra `RECALLOC_*` settings for every service.
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Redis and the broker with the topics; no services yet.
+    pub fn infra() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let redis_port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path());
+        let redis = Proc::spawn("redis", cmd, dir.path().join("redis.log"))?;
+        wait_port(redis_port, Duration::from_secs(10))?;
+        let mut c = Self {
+            redis_port,
+            kafka_port: free_port(),
+            redis,
+            broker: None,
+            ingest: None,
+            featurizer: None,
+            ingest_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ingest_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            featurizer_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            extra_env: Vec::new(),
+            dir,
+        };
+        c.start_broker()?;
+        for t in TOPICS {
+            let out = Command::new(tansu_bin())
+                .args([
+                    "topic",
+                    "create",
+                    "--broker",
+                    &format!("tcp://127.0.0.1:{}", c.kafka_port),
+                ])
+                .args(["--partitions", "4", t])
+                .output()?;
+            if !out.status.success() {
+                bail!("topic create {t}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Infra plus ingest and featurizer, both ready.
+    pub fn start() -> Result<Self> {
+        let mut c = Self::infra()?;
+        c.start_ingest()?;
+        c.start_featurizer()?;
+        Ok(c)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.redis_port)
+    }
+
+    /// (Re)starts the broker on the same port and sqlite file.
+    pub fn start_broker(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.kafka_port);
+        // tansu resolves the sqlite path against its working directory.
+        let mut cmd = Command::new(tansu_bin());
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(self.dir.path());
+        let n = std::fs::read_dir(self.dir.path())?.count();
+        self.broker = Some(Proc::spawn(
+            "tansu",
+            cmd,
+            self.dir.path().join(format!("tansu-{n}.log")),
+        )?);
+        wait_port(self.kafka_port, Duration::from_secs(30))
+    }
+
+    /// Environment every service gets.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("RECALLOC_REDIS_URL".into(), self.redis_url()),
+            ("RECALLOC_KAFKA_BROKERS".into(), self.brokers()),
+            (
+                "RECALLOC_INGEST_GRPC_ADDR".into(),
+                self.ingest_grpc.to_string(),
+            ),
+            (
+                "RECALLOC_INGEST_METRICS_ADDR".into(),
+                self.ingest_http.to_string(),
+            ),
+            (
+                "RECALLOC_FEATURIZER_METRICS_ADDR".into(),
+                self.featurizer_http.to_string(),
+            ),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    fn spawn_service(&self, name: &str, binary: &str) -> Result<Proc> {
+        let mut cmd = Command::new(bin(binary));
+        cmd.env_remove("RECALLOC_CONFIG");
+        for (k, v) in std::env::vars() {
+            if k.starts_with("RECALLOC_") && k != "RECALLOC_TANSU_BIN" && k != "RECALLOC_CACHE" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env());
+        let n = std::fs::read_dir(self.dir.path())?.count();
+        Proc::spawn(name, cmd, self.dir.path().join(format!("{name}-{n}.log")))
+    }
+
+    pub fn start_ingest(&mut self) -> Result<()> {
+        let p = self.spawn_service("ingest", "recalloc-ingest")?;
+        self.ingest = Some(p);
+        wait_ready(
+            self.ingest_http,
+            self.ingest.as_mut().unwrap(),
+            Duration::from_secs(60),
+        )
+    }
+
+    pub fn start_featurizer(&mut self) -> Result<()> {
+        let p = self.spawn_service("featurizer", "recalloc-featurizer")?;
+        self.featurizer = Some(p);
+        wait_ready(
+            self.featurizer_http,
+            self.featurizer.as_mut().unwrap(),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Runs the CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = Command::new(bin("recalloc"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RECALLOC_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env()).args(args);
+        Ok(cmd.output()?)
+    }
+
+    pub async fn redis_con(&self) -> Result<ConnectionManager> {
+        Ok(ConnectionManager::new(redis::Client::open(self.redis_url())?).await?)
+    }
+
+    pub async fn grpc(
+        &self,
+    ) -> Result<recalloc_proto::v1::ingest_client::IngestClient<tonic::transport::Channel>> {
+        Ok(
+            recalloc_proto::v1::ingest_client::IngestClient::connect(format!(
+                "http://{}",
+                self.ingest_grpc
+            ))
+            .await?,
+        )
+    }
+}
+
+/// Polls `/readyz` until 200, failing early if the process exits.
+pub fn wait_ready(http: SocketAddr, proc: &mut Proc, within: Duration) -> Result<()> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if !proc.is_running() {
+            bail!("{} exited: {}", proc.name, proc.log());
+        }
+        if let Ok((200, _)) = http_get(http, "/readyz") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{} not ready after {within:?}: {}", proc.name, proc.log())
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("bad http response")?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Every derived key and its content, for comparing whole states. Hash fields named in `skip`
+/// are left out. Pipelined, so a state of 100k keys takes seconds, not minutes.
+pub async fn snapshot(
+    con: &mut ConnectionManager,
+    skip: &[&str],
+) -> Result<BTreeMap<String, String>> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("rc:*").query_async(con).await?;
+    keys.sort();
+    let mut out = BTreeMap::new();
+    for chunk in keys.chunks(2000) {
+        let mut p = redis::pipe();
+        for k in chunk {
+            p.cmd("TYPE").arg(k);
+        }
+        let types: Vec<String> = p.query_async(con).await?;
+        let mut p = redis::pipe();
+        for (k, t) in chunk.iter().zip(&types) {
+            match t.as_str() {
+                "hash" => p.cmd("HGETALL").arg(k),
+                "set" => p.cmd("SMEMBERS").arg(k),
+                "list" => p.cmd("LRANGE").arg(k).arg(0).arg(-1),
+                "zset" => p.cmd("ZRANGE").arg(k).arg(0).arg(-1).arg("WITHSCORES"),
+                _ => p.cmd("GET").arg(k),
+            };
+        }
+        let values: Vec<redis::Value> = p.query_async(con).await?;
+        for ((k, t), v) in chunk.iter().zip(&types).zip(values) {
+            let text = match t.as_str() {
+                "hash" => {
+                    let mut h: BTreeMap<String, String> = redis::from_redis_value(&v)?;
+                    h.retain(|f, _| !skip.contains(&f.as_str()));
+                    format!("{h:?}")
+                }
+                "set" => {
+                    let mut m: Vec<String> = redis::from_redis_value(&v)?;
+                    m.sort();
+                    format!("{m:?}")
+                }
+                _ => format!("{v:?}"),
+            };
+            out.insert(k.clone(), text);
+        }
+    }
+    Ok(out)
+}
+
+/// A cheap fingerprint of the state: the stats hash, set sizes and the key count.
+pub async fn fingerprint(con: &mut ConnectionManager) -> Result<String> {
+    let (stats, users, items, keys): (BTreeMap<String, String>, u64, u64, u64) = redis::pipe()
+        .hgetall("rc:stats")
+        .scard("rc:users")
+        .scard("rc:items")
+        .cmd("DBSIZE")
+        .query_async(con)
+        .await?;
+    Ok(format!("{stats:?} users={users} items={items} keys={keys}"))
+}
+
+/// `rc:stats` events, waiting until it reaches `want` (or times out with what it saw).
+pub async fn wait_events(con: &mut ConnectionManager, want: u64, within: Duration) -> Result<u64> {
+    let end = Instant::now() + within;
+    let mut last = 0;
+    while Instant::now() < end {
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg("rc:stats")
+            .arg("events")
+            .query_async(con)
+            .await?;
+        last = n.unwrap_or(0);
+        if last >= want {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("featurizer applied {last} events, want {want}, after {within:?}")
+}
+
+/// Waits until the state stops changing (the featurizer has consumed everything there is).
+pub async fn wait_quiet(con: &mut ConnectionManager, within: Duration) -> Result<String> {
+    let end = Instant::now() + within;
+    let mut prev = fingerprint(con).await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cur = fingerprint(con).await?;
+        if cur == prev {
+            return Ok(cur);
+        }
+        if Instant::now() > end {
+            bail!("state still changing after {within:?}: {cur}");
+        }
+        prev = cur;
+    }
+}

@@ -1,0 +1,156 @@
+//! `recalloc`: the user's hands on the cluster. Addresses come from the same layered config the
+//! services read (defaults → `--config`/`RECALLOC_CONFIG` → `RECALLOC_*`).
+
+mod load;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use recalloc_common::Config;
+use recalloc_proto::v1::GetStatsRequest;
+use recalloc_proto::v1::ingest_client::IngestClient;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "recalloc",
+    version,
+    about = "recalloc: a recommender cluster that allocates its own resources"
+)]
+struct Cli {
+    /// TOML config file (also RECALLOC_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Ingest gRPC address (default: ingest.grpc_addr of the config).
+    #[arg(long, global = true)]
+    ingest_addr: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a data set through the Ingest API (idempotent: loading twice changes nothing).
+    Load {
+        #[command(subcommand)]
+        dataset: Dataset,
+        /// Records per request.
+        #[arg(long, default_value_t = 2000, global = true)]
+        batch: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 2, global = true)]
+        in_flight: usize,
+        /// Retries of a batch the broker did not acknowledge.
+        #[arg(long, default_value_t = 5, global = true)]
+        retries: u32,
+    },
+    /// Print counts from the cluster's state as one JSON object.
+    Stats,
+    /// Empty the derived Redis state and rebuild it by replaying the Kafka topics.
+    Rebuild,
+}
+
+#[derive(Subcommand)]
+enum Dataset {
+    /// goodbooks-10k: books.csv, ratings.csv (or ratings_sample_100k.csv), tags.csv, book_tags.csv.
+    Goodbooks {
+        dir: PathBuf,
+        /// Also load to_read.csv as wishlist events.
+        #[arg(long)]
+        to_read: bool,
+    },
+    /// MovieLens 100k: u.data, u.item, u.genre.
+    Movielens { dir: PathBuf },
+}
+
+async fn ingest(cfg: &Config, addr: Option<SocketAddr>) -> Result<IngestClient<Channel>> {
+    let addr = addr.unwrap_or(cfg.ingest.grpc_addr);
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach ingest at {addr} (is the cluster up? `make up`)"))?;
+    Ok(IngestClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("recalloc: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Load {
+            dataset,
+            batch,
+            in_flight,
+            retries,
+        } => {
+            let data = match &dataset {
+                Dataset::Goodbooks { dir, to_read } => load::goodbooks(dir, *to_read)?,
+                Dataset::Movielens { dir } => load::movielens(dir)?,
+            };
+            eprintln!(
+                "read {} items and {} events",
+                data.items.len(),
+                data.events.len()
+            );
+            let client = ingest(&cfg, cli.ingest_addr).await?;
+            let (items, events, secs) = load::send(client, data, batch, in_flight, retries).await?;
+            println!(
+                "items: accepted {} rejected {}\nevents: accepted {} rejected {} duplicates {} in {:.1} s ({:.0} events/s)",
+                items.accepted,
+                items.rejected,
+                events.accepted,
+                events.rejected,
+                events.duplicates,
+                secs,
+                events.accepted as f64 / secs.max(1e-9)
+            );
+            for e in items.first_errors.iter().chain(&events.first_errors) {
+                println!("  rejected: {e}");
+            }
+        }
+        Command::Stats => {
+            let mut client = ingest(&cfg, cli.ingest_addr).await?;
+            let s = client
+                .get_stats(GetStatsRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("stats: {} ({:?})", s.message(), s.code()))?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::json!({"events": s.events, "users": s.users, "items": s.items, "ratings": s.ratings})
+            );
+        }
+        Command::Rebuild => {
+            let pb = ProgressBar::new(0);
+            pb.set_style(
+                ProgressStyle::with_template("rebuild [{bar:40}] {pos}/{len} records ({per_sec})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            let done = recalloc_ingest::featurizer::rebuild(&cfg, |p| {
+                pb.set_length(p.total);
+                pb.set_position(p.consumed);
+            })
+            .await?;
+            pb.finish_and_clear();
+            println!(
+                "rebuilt from {} records ({} events applied)",
+                done.consumed, done.new_events
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `recalloc-featurizer`: the consumer group that derives Redis state from the topics.
+use clap::Parser;
+use recalloc_common::{Metrics, Readiness};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "recalloc featurizer: Kafka topics → per-user and per-item state in Redis"
+)]
+struct Args {
+    /// TOML config file (also RECALLOC_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = match recalloc_common::Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("recalloc-featurizer: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = recalloc_common::telemetry::init("featurizer", &cfg.telemetry) {
+        eprintln!("recalloc-featurizer: {e}");
+        std::process::exit(2);
+    }
+    let metrics = Metrics::new();
+    let readiness = Readiness::new(None, &[]);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (addr, http) = recalloc_common::http::serve(
+        cfg.featurizer.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", cfg.featurizer.metrics_addr))?;
+    tracing::info!(%addr, group = %cfg.featurizer.group_id, "featurizer starting");
+    let http = tokio::spawn(http);
+    let result = recalloc_ingest::featurizer::run(
+        cfg,
+        metrics,
+        readiness,
+        recalloc_common::shutdown::signal(),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    result?;
+    tracing::info!("featurizer stopped");
+    Ok(())
+}

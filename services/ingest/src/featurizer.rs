@@ -1,0 +1,374 @@
+//! The featurizer: a consumer group over the three topics that turns the log into Redis state.
+//!
+//! Order of effects per batch: decode → apply to Redis (idempotent, see [`crate::state`]) →
+//! commit offsets. A crash anywhere before the commit redelivers the batch, which the per-event
+//! guard in Redis then ignores; so the effect is exactly once although delivery is at least once.
+//! `rebuild` replays the topics from the beginning into an emptied Redis with the same code.
+
+use crate::codec;
+use crate::state::{self, Record, Scripts};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use recalloc_common::config::Config;
+use recalloc_common::trace_context::TraceContext;
+use recalloc_common::{Metrics, Readiness};
+use recalloc_proto::topics;
+use redis::aio::ConnectionManager;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+const APPLIED: &str = "recalloc_featurizer_records_total";
+const APPLIED_HELP: &str = "records consumed by the featurizer, by topic and outcome";
+const LAG: &str = "recalloc_featurizer_consumer_lag";
+const LAG_HELP: &str = "messages not yet consumed, per topic and partition";
+
+/// Gathers up to this long for a batch once the first message arrived.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeaturizerError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// One consumed message, decoded or not, and where it came from.
+struct Consumed {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    record: Result<Record, codec::DecodeError>,
+}
+
+fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
+    let record = codec::decode(m.topic(), m.payload());
+    if let Ok(r) = &record {
+        if let Some(tp) = TraceContext::parse(r.traceparent()) {
+            tracing::trace!(trace_id = %tp.trace_id_hex(), topic = m.topic(), offset = m.offset(), "consumed");
+        }
+    }
+    Consumed {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        record,
+    }
+}
+
+/// Connects to Redis, retrying until it answers or `give_up` resolves.
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    ConnectionManager::new(client).await
+}
+
+/// Applies decoded records and parks undecodable ones in the dead-letter list. Retries Redis
+/// errors with back-off; returns only when the batch is in Redis.
+async fn apply_batch(
+    con: &mut ConnectionManager,
+    scripts: &Scripts,
+    batch: &[Consumed],
+    metrics: &Metrics,
+) -> Result<u64, FeaturizerError> {
+    let records: Vec<Record> = batch
+        .iter()
+        .filter_map(|c| c.record.as_ref().ok().cloned())
+        .collect();
+    let mut backoff = Duration::from_millis(100);
+    let new_events = loop {
+        match scripts.apply(con, &records).await {
+            Ok(n) => break n,
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis unavailable, retrying the batch");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut dead = redis::pipe();
+    let mut any_dead = false;
+    for c in batch {
+        let outcome = match &c.record {
+            Ok(_) => "applied",
+            Err(e) => {
+                tracing::warn!(topic = %c.topic, partition = c.partition, offset = c.offset, error = %e, "undecodable record sent to the dead-letter list");
+                let entry = serde_json::json!({"topic": c.topic, "partition": c.partition, "offset": c.offset, "error": e.to_string()});
+                dead.lpush(state::DEADLETTER, entry.to_string()).ignore();
+                any_dead = true;
+                "dead_letter"
+            }
+        };
+        metrics.inc_counter(
+            APPLIED,
+            APPLIED_HELP,
+            &[("topic", c.topic.as_str()), ("outcome", outcome)],
+            1,
+        );
+    }
+    if any_dead {
+        dead.ltrim(state::DEADLETTER, 0, 999).ignore();
+        dead.query_async::<()>(con).await?;
+    }
+    Ok(new_events)
+}
+
+/// The highest offset + 1 per partition of a batch: what to commit after it is applied.
+fn next_offsets(batch: &[Consumed]) -> TopicPartitionList {
+    let mut max: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for c in batch {
+        let e = max
+            .entry((c.topic.clone(), c.partition))
+            .or_insert(c.offset);
+        *e = (*e).max(c.offset);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in max {
+        let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o + 1));
+    }
+    tpl
+}
+
+/// Receives one batch: waits for the first message, then gathers for [`BATCH_WINDOW`].
+async fn next_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+) -> Result<Vec<Consumed>, FeaturizerError> {
+    let first = consumer.recv().await?;
+    let mut batch = vec![consumed(&first)];
+    drop(first);
+    let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(consumed(&m)),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            cfg.kafka.session_timeout_ms.to_string(),
+        )
+        // tansu answers a fetch only after sleeping part of max wait; a short wait keeps the
+        // consumer's round trips short without busy polling.
+        .set("fetch.wait.max.ms", "100")
+        .set("client.id", "recalloc-featurizer");
+    c
+}
+
+/// Runs the featurizer until `shutdown` resolves, then commits what it applied and leaves the
+/// group (so its partitions move at once instead of after the session timeout).
+pub async fn run(
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), FeaturizerError> {
+    let consumer: Arc<StreamConsumer> =
+        Arc::new(consumer_config(&cfg, &cfg.featurizer.group_id).create()?);
+    consumer.subscribe(&topics::ALL)?;
+    let mut con = loop {
+        match connect_redis(&cfg.redis.url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                readiness.record("redis", Err(e.to_string())).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let watcher = tokio::spawn(watch_dependencies(
+        consumer.clone(),
+        con.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    ));
+    let scripts = Scripts::new(cfg.featurizer.history_len);
+    let max = cfg.featurizer.batch_size.max(1) as usize;
+    tokio::pin!(shutdown);
+    let result = loop {
+        let batch = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            b = next_batch(&consumer, max) => b,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        // Finish the batch even if shutdown arrives meanwhile: stopping between apply and
+        // commit would only cause a harmless redelivery, but finishing keeps shutdown clean.
+        let new_events = match apply_batch(&mut con, &scripts, &batch, &metrics).await {
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        tracing::debug!(records = batch.len(), new_events, "batch applied");
+        if let Err(e) = consumer.commit(&next_offsets(&batch), CommitMode::Async) {
+            // Not fatal: the next commit covers these offsets, and redelivery is harmless.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    };
+    readiness.set(false).await;
+    watcher.abort();
+    tracing::info!("featurizer stopping: committing offsets and leaving the group");
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    consumer.unsubscribe();
+    result
+}
+
+async fn watch_dependencies(
+    consumer: Arc<StreamConsumer>,
+    mut con: ConnectionManager,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) {
+    loop {
+        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut con).await;
+        readiness
+            .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
+            .await;
+        let c = consumer.clone();
+        let kafka = tokio::task::spawn_blocking(move || lag(&c)).await;
+        match kafka {
+            Ok(Ok(lags)) => {
+                for ((topic, partition), lag) in lags {
+                    let p = partition.to_string();
+                    metrics.set_gauge(
+                        LAG,
+                        LAG_HELP,
+                        &[("topic", &topic), ("partition", &p)],
+                        lag as f64,
+                    );
+                }
+                readiness.record("kafka", Ok(())).await;
+            }
+            Ok(Err(e)) => readiness.record("kafka", Err(e)).await,
+            Err(e) => readiness.record("kafka", Err(e.to_string())).await,
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Lag per assigned partition: high watermark minus the committed position.
+fn lag(consumer: &StreamConsumer) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let timeout = Duration::from_secs(3);
+    let md = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| format!("kafka: {e}"))?;
+    let known: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    if let Some(missing) = topics::ALL.iter().find(|t| !known.contains(t)) {
+        return Err(format!(
+            "kafka: topic {missing} does not exist (run `make up` or create it)"
+        ));
+    }
+    let assignment = consumer.assignment().map_err(|e| e.to_string())?;
+    let committed = consumer
+        .committed_offsets(assignment.clone(), timeout)
+        .map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for el in committed.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(el.topic(), el.partition(), timeout)
+            .map_err(|e| e.to_string())?;
+        let pos = match el.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        out.insert((el.topic().to_owned(), el.partition()), (high - pos).max(0));
+    }
+    Ok(out)
+}
+
+/// Progress of a rebuild.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RebuildProgress {
+    pub consumed: u64,
+    pub total: u64,
+    pub new_events: u64,
+}
+
+/// Empties the derived state and replays every topic from its first offset up to the end it has
+/// now, applying records as the featurizer does. A featurizer running meanwhile is harmless.
+pub async fn rebuild(
+    cfg: &Config,
+    mut progress: impl FnMut(RebuildProgress),
+) -> Result<RebuildProgress, FeaturizerError> {
+    let mut con = connect_redis(&cfg.redis.url).await?;
+    let group = format!("recalloc-rebuild-{}", std::process::id());
+    let consumer: StreamConsumer = consumer_config(cfg, &group).create()?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(None, timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut end: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut total = 0u64;
+    for t in md
+        .topics()
+        .iter()
+        .filter(|t| topics::ALL.contains(&t.name()))
+    {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(t.name(), p.id(), timeout)?;
+            if high > low {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Offset(low))?;
+                end.insert((t.name().to_owned(), p.id()), high);
+                total += (high - low) as u64;
+            }
+        }
+    }
+    let deleted = state::wipe(&mut con).await?;
+    tracing::info!(deleted, total, "derived state wiped, replaying topics");
+    let mut prog = RebuildProgress {
+        total,
+        ..Default::default()
+    };
+    progress(prog);
+    if end.is_empty() {
+        return Ok(prog);
+    }
+    consumer.assign(&tpl)?;
+    let scripts = Scripts::new(cfg.featurizer.history_len);
+    let metrics = Metrics::new();
+    while !end.is_empty() {
+        let max = cfg.featurizer.batch_size.max(1) as usize;
+        let Ok(batch) =
+            tokio::time::timeout(Duration::from_secs(15), next_batch(&consumer, max)).await
+        else {
+            tracing::warn!(
+                partitions = end.len(),
+                "no more records arrive before the recorded end offsets; rebuild stops here"
+            );
+            break;
+        };
+        let mut batch = batch?;
+        // Only what existed when the rebuild started; later records are the featurizer's.
+        batch.retain(|c| {
+            end.get(&(c.topic.clone(), c.partition))
+                .is_some_and(|&high| c.offset < high)
+        });
+        prog.new_events += apply_batch(&mut con, &scripts, &batch, &metrics).await?;
+        prog.consumed += batch.len() as u64;
+        for c in &batch {
+            let key = (c.topic.clone(), c.partition);
+            if end.get(&key).is_some_and(|&high| c.offset + 1 >= high) {
+                end.remove(&key);
+            }
+        }
+        progress(prog);
+    }
+    Ok(prog)
+}

@@ -1,0 +1,75 @@
+//! The Kafka producer: idempotent, acks=all, so a record counts as accepted only once every
+//! in-sync replica has it, and librdkafka's retries never duplicate or reorder it.
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use recalloc_common::config::KafkaConfig;
+use std::time::Duration;
+
+/// One message to send.
+pub struct Outgoing {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct EventProducer {
+    producer: FutureProducer,
+}
+
+impl EventProducer {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set(
+                "request.timeout.ms",
+                cfg.message_timeout_ms.min(30_000).to_string(),
+            )
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", cfg.message_timeout_ms.to_string())
+            .set("client.id", "recalloc-ingest")
+            .create()?;
+        Ok(Self { producer })
+    }
+
+    /// Sends every message and waits for each acknowledgement. Returns, per message, `None` when
+    /// the broker acknowledged it or the error that made it fail.
+    pub async fn send_all(&self, topic: &str, messages: Vec<Outgoing>) -> Vec<Option<String>> {
+        let futures = messages.iter().map(|m| {
+            let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+            // Waiting for queue space (instead of failing at once) is the back-pressure; the
+            // message timeout still bounds how long a record can wait for the broker.
+            self.producer.send(record, Timeout::Never)
+        });
+        futures::future::join_all(futures)
+            .await
+            .into_iter()
+            .map(|r| r.err().map(|(e, _)| e.to_string()))
+            .collect()
+    }
+
+    /// Asks the broker for metadata: the readiness probe's Kafka check.
+    pub async fn check(&self) -> Result<(), String> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(3)))
+                .map(|_| ())
+                .map_err(|e| format!("kafka: {e}"))
+        })
+        .await
+        .map_err(|e| format!("kafka check panicked: {e}"))?
+    }
+
+    /// Delivers what is queued, up to `timeout`: the last phase of shutdown.
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout))).await;
+    }
+}

@@ -1,0 +1,148 @@
+//! Process wiring for the ingest server: gRPC (Ingest, health, reflection) plus the HTTP
+//! endpoint, readiness from the broker, and phased shutdown.
+
+use crate::producer::EventProducer;
+use crate::service::IngestService;
+use crate::validate::{self, Limits};
+use recalloc_common::config::Config;
+use recalloc_common::metrics::GrpcMetricsLayer;
+use recalloc_common::{Metrics, Readiness};
+use recalloc_proto::v1::ingest_server::IngestServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Largest request the server decodes; batches are bounded by record count too.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long shutdown waits for in-flight calls and queued records.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Addresses actually bound (port 0 in tests becomes a real port).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Serves until `shutdown` resolves: stop readiness → stop accepting and drain calls → flush
+/// the producer. `on_bound` learns the bound addresses before serving starts.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
+    let limits = Limits::from(&cfg.ingest);
+    validate::check_limits(&limits).map_err(ServeError::Config)?;
+    let metrics = Metrics::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ingest"]);
+    readiness.set(false).await;
+    let producer = EventProducer::new(&cfg.kafka)?;
+    let service = IngestService::new(
+        producer.clone(),
+        limits,
+        cfg.ingest.max_batch as usize,
+        cfg.redis.url.clone(),
+        metrics.clone(),
+    );
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (http_addr, http) = recalloc_common::http::serve(
+        cfg.ingest.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    )
+    .await
+    .map_err(|source| ServeError::Bind {
+        addr: cfg.ingest.metrics_addr,
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::bind(cfg.ingest.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.ingest.grpc_addr,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.ingest.grpc_addr,
+        source,
+    })?;
+    on_bound(Bound {
+        grpc: grpc_addr,
+        http: http_addr,
+    });
+    tracing::info!(%grpc_addr, %http_addr, brokers = %cfg.kafka.brokers, "ingest serving");
+
+    let checker = {
+        let producer = producer.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            loop {
+                readiness.record("kafka", producer.check().await).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+
+    let grpc = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            IngestServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stopped(),
+        );
+    let http_task = tokio::spawn(http);
+    let grpc_task = tokio::spawn(grpc);
+
+    shutdown.await;
+    // Phase 1: tell load balancers to stop sending.
+    checker.abort();
+    readiness.set(false).await;
+    // Phase 2: stop accepting, let in-flight calls finish (bounded).
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(GRACE, grpc_task).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
+        Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
+    }
+    // Phase 3: deliver whatever the producer still holds.
+    producer.flush(GRACE).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The derived state in Redis, and the one place that writes it.
+//!
+//! Key layout (everything under the `rc:` prefix; `{…}` is a Redis Cluster hash tag that keeps
+//! one entity's keys in one slot):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `rc:user:{u:<id>}` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `first_seen_ms`, `last_seen_ms`, `profile_text`, `attributes` (JSON), `updated_at_ms` |
+//! | `rc:user:{u:<id>}:hist` | list | newest first, at most `featurizer.history_len` JSON objects `{"event_id","item","kind","value","ts"}` |
+//! | `rc:user:{u:<id>}:applied` | set | ids of the events already applied for this user (the exactly-once guard) |
+//! | `rc:item:{i:<id>}` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `last_event_ms`, `title`, `description`, `tags` (JSON array), `attributes` (JSON), `updated_at_ms` |
+//! | `rc:users`, `rc:items` | set | every known user / item id |
+//! | `rc:popularity` | sorted set | item id → sum of kind weights of its events |
+//! | `rc:stats` | hash | `events`, `ratings` applied so far |
+//! | `rc:deadletter` | list | the newest 1,000 records the featurizer could not decode or apply, as JSON |
+//!
+//! Each record is applied by one Lua script, atomically: the event's id is added to the user's
+//! `applied` set first, and if it was already there nothing else changes. So a redelivered,
+//! replayed or duplicated event never counts twice, whatever the consumer's offsets say. Items and
+//! users are last-writer-wins by `updated_at_ms`, which makes replaying them idempotent too.
+//! (The scripts touch global keys, so they need a single Redis server; running on Redis Cluster
+//! needs the per-slot split of these scripts.)
+
+use recalloc_proto::v1::{EventKind, EventRecord, ItemRecord, UserRecord};
+use redis::aio::ConnectionManager;
+
+pub const PREFIX: &str = "rc:";
+pub const USERS: &str = "rc:users";
+pub const ITEMS: &str = "rc:items";
+pub const POPULARITY: &str = "rc:popularity";
+pub const STATS: &str = "rc:stats";
+pub const DEADLETTER: &str = "rc:deadletter";
+
+pub fn user_key(user: &str) -> String {
+    format!("rc:user:{{u:{user}}}")
+}
+pub fn user_history_key(user: &str) -> String {
+    format!("rc:user:{{u:{user}}}:hist")
+}
+pub fn user_applied_key(user: &str) -> String {
+    format!("rc:user:{{u:{user}}}:applied")
+}
+pub fn item_key(item: &str) -> String {
+    format!("rc:item:{{i:{item}}}")
+}
+
+/// How much one event of a kind adds to an item's popularity.
+pub fn kind_weight(kind: EventKind) -> f64 {
+    match kind {
+        EventKind::View | EventKind::Dwell => 1.0,
+        EventKind::Click => 2.0,
+        EventKind::Share | EventKind::Wishlist => 3.0,
+        EventKind::AddToCart => 4.0,
+        EventKind::Rating => 5.0,
+        EventKind::Purchase => 8.0,
+        EventKind::Unspecified => 0.0,
+    }
+}
+
+/// Short lower-case name used in history entries and logs.
+pub fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Unspecified => "unspecified",
+        EventKind::View => "view",
+        EventKind::Click => "click",
+        EventKind::AddToCart => "add_to_cart",
+        EventKind::Purchase => "purchase",
+        EventKind::Rating => "rating",
+        EventKind::Wishlist => "wishlist",
+        EventKind::Share => "share",
+        EventKind::Dwell => "dwell",
+    }
+}
+
+const APPLY_EVENT: &str = r#"
+-- KEYS: applied, user, hist, item, users, items, popularity, stats
+-- ARGV: event_id, user_id, item_id, value, ts, is_rating, history_len, hist_entry, weight
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+local ts = tonumber(ARGV[5])
+local function touch(key, field_first, field_last)
+  local last = tonumber(redis.call('HGET', key, field_last) or '-1')
+  if ts > last then redis.call('HSET', key, field_last, ARGV[5]) end
+  if field_first then
+    local first = redis.call('HGET', key, field_first)
+    if (not first) or ts < tonumber(first) then redis.call('HSET', key, field_first, ARGV[5]) end
+  end
+end
+local function rate(key)
+  local n = redis.call('HINCRBY', key, 'ratings', 1)
+  local s = redis.call('HINCRBYFLOAT', key, 'rating_sum', ARGV[4])
+  redis.call('HSET', key, 'mean_rating', tostring(tonumber(s) / n))
+end
+redis.call('HINCRBY', KEYS[2], 'events', 1)
+touch(KEYS[2], 'first_seen_ms', 'last_seen_ms')
+redis.call('HINCRBY', KEYS[4], 'events', 1)
+touch(KEYS[4], nil, 'last_event_ms')
+if ARGV[6] == '1' then
+  rate(KEYS[2]); rate(KEYS[4])
+  redis.call('HINCRBY', KEYS[8], 'ratings', 1)
+end
+redis.call('LPUSH', KEYS[3], ARGV[8])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+redis.call('SADD', KEYS[5], ARGV[2])
+redis.call('SADD', KEYS[6], ARGV[3])
+redis.call('ZINCRBY', KEYS[7], ARGV[9], ARGV[3])
+redis.call('HINCRBY', KEYS[8], 'events', 1)
+return 1
+"#;
+
+const UPSERT_ENTITY: &str = r#"
+-- KEYS: entity hash, global set. ARGV: id, updated_at_ms, field1, value1, ...
+local prev = tonumber(redis.call('HGET', KEYS[1], 'updated_at_ms') or '-1')
+redis.call('SADD', KEYS[2], ARGV[1])
+if tonumber(ARGV[2]) < prev then return 0 end
+redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"#;
+
+/// Loaded scripts; cheap to clone.
+#[derive(Clone)]
+pub struct Scripts {
+    apply_event: redis::Script,
+    upsert_entity: redis::Script,
+    history_len: u32,
+}
+
+impl Scripts {
+    pub fn new(history_len: u32) -> Self {
+        Self {
+            apply_event: redis::Script::new(APPLY_EVENT),
+            upsert_entity: redis::Script::new(UPSERT_ENTITY),
+            history_len: history_len.max(1),
+        }
+    }
+
+    /// Applies a batch of decoded records in one pipelined round trip. Returns how many events
+    /// were new (the rest were already applied).
+    pub async fn apply(
+        &self,
+        con: &mut ConnectionManager,
+        records: &[Record],
+    ) -> redis::RedisResult<u64> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        // Make sure the scripts are cached on the server; the pipeline then uses EVALSHA.
+        let mut load = redis::pipe();
+        load.cmd("SCRIPT").arg("LOAD").arg(APPLY_EVENT);
+        load.cmd("SCRIPT").arg("LOAD").arg(UPSERT_ENTITY);
+        let _: (String, String) = load.query_async(con).await?;
+        let mut pipe = redis::pipe();
+        for r in records {
+            match r {
+                Record::Event(e) => {
+                    let kind = EventKind::try_from(e.kind).unwrap_or(EventKind::Unspecified);
+                    let entry = serde_json::json!({
+                        "event_id": e.event_id, "item": e.item_id, "kind": kind_name(kind),
+                        "value": e.value, "ts": e.timestamp_ms,
+                    })
+                    .to_string();
+                    let mut inv = self.apply_event.prepare_invoke();
+                    inv.key(user_applied_key(&e.user_id))
+                        .key(user_key(&e.user_id))
+                        .key(user_history_key(&e.user_id))
+                        .key(item_key(&e.item_id))
+                        .key(USERS)
+                        .key(ITEMS)
+                        .key(POPULARITY)
+                        .key(STATS)
+                        .arg(&e.event_id)
+                        .arg(&e.user_id)
+                        .arg(&e.item_id)
+                        .arg(e.value)
+                        .arg(e.timestamp_ms)
+                        .arg(if kind == EventKind::Rating { "1" } else { "0" })
+                        .arg(self.history_len)
+                        .arg(entry)
+                        .arg(kind_weight(kind));
+                    pipe.invoke_script(&inv);
+                }
+                Record::Item(rec) => {
+                    let Some(it) = &rec.item else { continue };
+                    let mut inv = self.upsert_entity.prepare_invoke();
+                    inv.key(item_key(&it.item_id))
+                        .key(ITEMS)
+                        .arg(&it.item_id)
+                        .arg(rec.updated_at_ms)
+                        .arg("title")
+                        .arg(&it.title)
+                        .arg("description")
+                        .arg(&it.description)
+                        .arg("tags")
+                        .arg(serde_json::to_string(&it.tags).unwrap_or_default())
+                        .arg("attributes")
+                        .arg(serde_json::to_string(&it.attributes).unwrap_or_default());
+                    pipe.invoke_script(&inv);
+                }
+                Record::User(rec) => {
+                    let Some(u) = &rec.user else { continue };
+                    let mut inv = self.upsert_entity.prepare_invoke();
+                    inv.key(user_key(&u.user_id))
+                        .key(USERS)
+                        .arg(&u.user_id)
+                        .arg(rec.updated_at_ms)
+                        .arg("profile_text")
+                        .arg(&u.profile_text)
+                        .arg("attributes")
+                        .arg(serde_json::to_string(&u.attributes).unwrap_or_default());
+                    pipe.invoke_script(&inv);
+                }
+            }
+        }
+        let results: Vec<i64> = pipe.query_async(con).await?;
+        let mut new_events = 0u64;
+        let mut i = 0;
+        for r in records {
+            if matches!(r, Record::Event(_)) {
+                new_events += u64::from(results.get(i).copied().unwrap_or(0) == 1);
+            }
+            if !matches!(
+                r,
+                Record::Item(ItemRecord { item: None, .. })
+                    | Record::User(UserRecord { user: None, .. })
+            ) {
+                i += 1;
+            }
+        }
+        Ok(new_events)
+    }
+}
+
+/// One decoded record of any topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Event(EventRecord),
+    Item(ItemRecord),
+    User(UserRecord),
+}
+
+impl Record {
+    /// The W3C trace context the record was produced under.
+    pub fn traceparent(&self) -> &str {
+        match self {
+            Record::Event(e) => &e.traceparent,
+            Record::Item(i) => &i.traceparent,
+            Record::User(u) => &u.traceparent,
+        }
+    }
+}
+
+/// Counts the CLI's `stats` prints.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Counts {
+    pub events: u64,
+    pub ratings: u64,
+    pub users: u64,
+    pub items: u64,
+}
+
+/// Reads the counts in one round trip.
+pub async fn counts(con: &mut ConnectionManager) -> redis::RedisResult<Counts> {
+    let (events, ratings, users, items): (Option<u64>, Option<u64>, u64, u64) = redis::pipe()
+        .hget(STATS, "events")
+        .hget(STATS, "ratings")
+        .scard(USERS)
+        .scard(ITEMS)
+        .query_async(con)
+        .await?;
+    Ok(Counts {
+        events: events.unwrap_or(0),
+        ratings: ratings.unwrap_or(0),
+        users,
+        items,
+    })
+}
+
+/// Deletes every derived key (all of `rc:*`), for a rebuild from the topics.
+pub async fn wipe(con: &mut ConnectionManager) -> redis::RedisResult<u64> {
+    let mut cursor: u64 = 0;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{PREFIX}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(con).await?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
