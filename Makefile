@@ -24,7 +24,8 @@ demo: build up
 test: install
 	export RECALLOC_TEST_PYTHON=$$(bash deploy/local/pyenv.sh) && \
 	cargo build --release --bins && \
-	cargo test --release --workspace
+	cargo test --release --workspace --exclude recalloc-integration-tests && \
+	cargo test --release -p recalloc-integration-tests -- --test-threads=1
 
 up: build
 	bash deploy/local/up.sh

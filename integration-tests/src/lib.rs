@@ -285,7 +285,7 @@ impl Cluster {
     fn spawn_service(&self, name: &str, binary: &str) -> Result<Proc> {
         let mut cmd = Command::new(bin(binary));
         cmd.env_remove("RECALLOC_CONFIG");
-        for (k, v) in std::env::vars() {
+        for (k, _) in std::env::vars() {
             if k.starts_with("RECALLOC_") && k != "RECALLOC_TANSU_BIN" && k != "RECALLOC_CACHE" {
                 cmd.env_remove(k);
             }
