@@ -427,6 +427,25 @@ pub async fn snapshot(
     Ok(out)
 }
 
+/// Asserts two snapshots are equal, naming a few differing keys instead of printing them whole.
+pub fn assert_same_state(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, what: &str) {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let differing: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .take(3)
+        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what}: {} keys vs {}; first differences: {differing:#?}",
+        a.len(),
+        b.len()
+    );
+}
+
 /// A cheap fingerprint of the state: the stats hash, set sizes and the key count.
 pub async fn fingerprint(con: &mut ConnectionManager) -> Result<String> {
     let (stats, users, items, keys): (BTreeMap<String, String>, u64, u64, u64) = redis::pipe()

@@ -2,12 +2,17 @@
 //! and metrics, a broker that dies mid-load, and a record written by a client that is not ours.
 
 use recalloc_integration_tests::{Cluster, http_get, repo_root, snapshot, wait_events, wait_quiet};
-use recalloc_proto::v1::{Event, EventKind, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User};
+use recalloc_proto::v1::{
+    Event, EventKind, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
+};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn ev(id: &str, user: &str, item: &str, kind: EventKind, value: Option<f64>) -> Event {
@@ -32,28 +37,62 @@ async fn same_batch_twice_counts_once() {
         ev("e1", "u1", "i1", EventKind::Rating, Some(4.0)),
         ev("e2", "u1", "i2", EventKind::Click, None),
         // No id: ingest derives one from the content, so the retry de-duplicates too.
-        Event { event_id: String::new(), timestamp_ms: ts, ..ev("", "u2", "i1", EventKind::Purchase, Some(2.0)) },
+        Event {
+            event_id: String::new(),
+            timestamp_ms: ts,
+            ..ev("", "u2", "i1", EventKind::Purchase, Some(2.0))
+        },
         // The same id twice inside one batch.
         ev("e1", "u1", "i1", EventKind::Rating, Some(4.0)),
     ];
-    let r = client.record_events(RecordEventsRequest { events: batch.clone() }).await.unwrap().into_inner();
+    let r = client
+        .record_events(RecordEventsRequest {
+            events: batch.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((r.accepted, r.duplicates, r.filled), (3, 1, 1));
-    wait_events(&mut con, 3, Duration::from_secs(60)).await.unwrap();
+    wait_events(&mut con, 3, Duration::from_secs(60))
+        .await
+        .unwrap();
     let first = wait_quiet(&mut con, Duration::from_secs(60)).await.unwrap();
     let snap = snapshot(&mut con, &[]).await.unwrap();
     batch.pop();
-    let r = client.record_events(RecordEventsRequest { events: batch }).await.unwrap().into_inner();
-    assert_eq!(r.accepted, 3, "the broker gets the retry; the featurizer ignores it");
+    let r = client
+        .record_events(RecordEventsRequest { events: batch })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.accepted, 3,
+        "the broker gets the retry; the featurizer ignores it"
+    );
     // A sentinel behind the retry in the same partition (same user) proves it was consumed.
-    client.record_events(RecordEventsRequest { events: vec![ev("sentinel", "u1", "i9", EventKind::View, None)] }).await.unwrap();
-    wait_events(&mut con, 4, Duration::from_secs(60)).await.unwrap();
+    client
+        .record_events(RecordEventsRequest {
+            events: vec![ev("sentinel", "u1", "i9", EventKind::View, None)],
+        })
+        .await
+        .unwrap();
+    wait_events(&mut con, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
     wait_quiet(&mut con, Duration::from_secs(60)).await.unwrap();
     let after = snapshot(&mut con, &[]).await.unwrap();
     assert_ne!(first, "");
-    let stats: HashMap<String, u64> = redis::cmd("HGETALL").arg("rc:stats").query_async(&mut con).await.unwrap();
+    let stats: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("rc:stats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(stats["events"], 4);
     assert_eq!(stats["ratings"], 1);
-    let u2: HashMap<String, String> = redis::cmd("HGETALL").arg("rc:user:{u:u2}").query_async(&mut con).await.unwrap();
+    let u2: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("rc:user:{u:u2}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(u2["events"], "1");
     assert_eq!(snap["rc:item:{i:i1}"], after["rc:item:{i:i1}"]);
     assert_eq!(snap["rc:user:{u:u2}"], after["rc:user:{u:u2}"]);
@@ -62,44 +101,162 @@ async fn same_batch_twice_counts_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
     let mut c = Cluster::infra().unwrap();
-    c.extra_env.push(("RECALLOC_INGEST_MAX_BATCH".into(), "50".into()));
+    c.extra_env
+        .push(("RECALLOC_INGEST_MAX_BATCH".into(), "50".into()));
     c.start_ingest().unwrap();
     c.start_featurizer().unwrap();
     let mut con = c.redis_con().await.unwrap();
     let mut client = c.grpc().await.unwrap();
     let good = ev("ok-1", "u1", "i1", EventKind::Rating, Some(3.0));
     let cases: Vec<(Event, &str)> = vec![
-        (Event { user_id: "".into(), ..good.clone() }, "user_id: must not be empty"),
-        (Event { item_id: " ".into(), ..good.clone() }, "item_id: must not be empty"),
-        (Event { user_id: "u".repeat(300), ..good.clone() }, "user_id: is 300 bytes"),
-        (Event { event_id: "x\ny".into(), ..good.clone() }, "event_id: must not contain control characters"),
-        (Event { kind: 0, ..good.clone() }, "kind: must be set"),
-        (Event { kind: 42, ..good.clone() }, "kind: unknown event kind 42"),
-        (Event { value: None, ..good.clone() }, "value: is required for rating events"),
-        (Event { value: Some(9.0), ..good.clone() }, "value: rating 9 is outside the scale [1, 5]"),
-        (Event { value: Some(f64::INFINITY), ..good.clone() }, "value: must be a finite number"),
-        (Event { kind: EventKind::Click as i32, value: Some(-2.0), ..good.clone() }, "value: must not be negative"),
-        (Event { timestamp_ms: 881_250_949, ..good.clone() }, "looks like seconds"),
-        (Event { timestamp_ms: now_ms() + 3 * 86_400_000, ..good.clone() }, "timestamp_ms:"),
-        (Event { timestamp_ms: -1, ..good.clone() }, "timestamp_ms: must not be negative"),
+        (
+            Event {
+                user_id: "".into(),
+                ..good.clone()
+            },
+            "user_id: must not be empty",
+        ),
+        (
+            Event {
+                item_id: " ".into(),
+                ..good.clone()
+            },
+            "item_id: must not be empty",
+        ),
+        (
+            Event {
+                user_id: "u".repeat(300),
+                ..good.clone()
+            },
+            "user_id: is 300 bytes",
+        ),
+        (
+            Event {
+                event_id: "x\ny".into(),
+                ..good.clone()
+            },
+            "event_id: must not contain control characters",
+        ),
+        (
+            Event {
+                kind: 0,
+                ..good.clone()
+            },
+            "kind: must be set",
+        ),
+        (
+            Event {
+                kind: 42,
+                ..good.clone()
+            },
+            "kind: unknown event kind 42",
+        ),
+        (
+            Event {
+                value: None,
+                ..good.clone()
+            },
+            "value: is required for rating events",
+        ),
+        (
+            Event {
+                value: Some(9.0),
+                ..good.clone()
+            },
+            "value: rating 9 is outside the scale [1, 5]",
+        ),
+        (
+            Event {
+                value: Some(f64::INFINITY),
+                ..good.clone()
+            },
+            "value: must be a finite number",
+        ),
+        (
+            Event {
+                kind: EventKind::Click as i32,
+                value: Some(-2.0),
+                ..good.clone()
+            },
+            "value: must not be negative",
+        ),
+        (
+            Event {
+                timestamp_ms: 881_250_949,
+                ..good.clone()
+            },
+            "looks like seconds",
+        ),
+        (
+            Event {
+                timestamp_ms: now_ms() + 3 * 86_400_000,
+                ..good.clone()
+            },
+            "timestamp_ms:",
+        ),
+        (
+            Event {
+                timestamp_ms: -1,
+                ..good.clone()
+            },
+            "timestamp_ms: must not be negative",
+        ),
     ];
     for (e, want) in cases {
-        let err = client.record_events(RecordEventsRequest { events: vec![e] }).await.unwrap_err();
+        let err = client
+            .record_events(RecordEventsRequest { events: vec![e] })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{want}: {err:?}");
-        assert!(err.message().contains("record 0") && err.message().contains(want), "want {want:?}, got {:?}", err.message());
+        assert!(
+            err.message().contains("record 0") && err.message().contains(want),
+            "want {want:?}, got {:?}",
+            err.message()
+        );
     }
-    let err = client.record_events(RecordEventsRequest { events: vec![] }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (tonic::Code::InvalidArgument, "events: empty batch"));
-    let err = client.record_events(RecordEventsRequest { events: vec![good.clone(); 51] }).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("batch of 51 records exceeds the limit of 50"), "{}", err.message());
     let err = client
-        .upsert_items(UpsertItemsRequest { items: vec![Item { item_id: "b1".into(), ..Default::default() }] })
+        .record_events(RecordEventsRequest { events: vec![] })
         .await
         .unwrap_err();
-    assert!(err.message().contains("title: must not be empty"), "{}", err.message());
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::InvalidArgument, "events: empty batch")
+    );
     let err = client
-        .upsert_users(UpsertUsersRequest { users: vec![User { user_id: "u".into(), profile_text: "x".repeat(20_000), ..Default::default() }] })
+        .record_events(RecordEventsRequest {
+            events: vec![good.clone(); 51],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("batch of 51 records exceeds the limit of 50"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .upsert_items(UpsertItemsRequest {
+            items: vec![Item {
+                item_id: "b1".into(),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("title: must not be empty"),
+        "{}",
+        err.message()
+    );
+    let err = client
+        .upsert_users(UpsertUsersRequest {
+            users: vec![User {
+                user_id: "u".into(),
+                profile_text: "x".repeat(20_000),
+                ..Default::default()
+            }],
+        })
         .await
         .unwrap_err();
     assert!(err.message().contains("profile_text"), "{}", err.message());
@@ -107,42 +264,96 @@ async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
     // A mixed batch: the valid records are accepted, the others listed by index and field.
     let r = client
         .record_events(RecordEventsRequest {
-            events: vec![good.clone(), Event { item_id: "".into(), ..good.clone() }, ev("ok-2", "u2", "i1", EventKind::View, None)],
+            events: vec![
+                good.clone(),
+                Event {
+                    item_id: "".into(),
+                    ..good.clone()
+                },
+                ev("ok-2", "u2", "i1", EventKind::View, None),
+            ],
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.accepted, 2);
     assert_eq!(r.rejected.len(), 1);
-    assert_eq!((r.rejected[0].index, r.rejected[0].field.as_str()), (1, "item_id"));
-    wait_events(&mut con, 2, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (r.rejected[0].index, r.rejected[0].field.as_str()),
+        (1, "item_id")
+    );
+    wait_events(&mut con, 2, Duration::from_secs(60))
+        .await
+        .unwrap();
     wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
-    let stats: HashMap<String, u64> = redis::cmd("HGETALL").arg("rc:stats").query_async(&mut con).await.unwrap();
-    assert_eq!(stats["events"], 2, "only the two valid events reached the state");
-    let items: Vec<String> = redis::cmd("SMEMBERS").arg("rc:items").query_async(&mut con).await.unwrap();
+    let stats: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("rc:stats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["events"], 2,
+        "only the two valid events reached the state"
+    );
+    let items: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("rc:items")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(items, vec!["i1".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_health_metrics_and_reflection_follow_the_broker() {
     let mut c = Cluster::start().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.ingest_grpc)).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.ingest_grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let serving = |s: i32| s == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-    let req = || tonic_health::pb::HealthCheckRequest { service: "recalloc.v1.Ingest".into() };
-    assert!(serving(health.check(req()).await.unwrap().into_inner().status));
+    let serving =
+        |s: i32| s == tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let req = || tonic_health::pb::HealthCheckRequest {
+        service: "recalloc.v1.Ingest".into(),
+    };
+    assert!(serving(
+        health.check(req()).await.unwrap().into_inner().status
+    ));
     assert_eq!(http_get(c.ingest_http, "/readyz").unwrap().0, 200);
     assert_eq!(http_get(c.ingest_http, "/healthz").unwrap().0, 200);
 
     let mut client = c.grpc().await.unwrap();
-    client.record_events(RecordEventsRequest { events: vec![ev("m1", "u", "i", EventKind::View, None)] }).await.unwrap();
-    let _ = client.record_events(RecordEventsRequest { events: vec![] }).await;
+    client
+        .record_events(RecordEventsRequest {
+            events: vec![ev("m1", "u", "i", EventKind::View, None)],
+        })
+        .await
+        .unwrap();
+    let _ = client
+        .record_events(RecordEventsRequest { events: vec![] })
+        .await;
     let (code, metrics) = http_get(c.ingest_http, "/metrics").unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"0\"} 1"), "{metrics}");
-    assert!(metrics.contains("recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"3\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"0\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"3\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains("recalloc_grpc_request_duration_seconds{method=\"/recalloc.v1.Ingest/RecordEvents\",quantile=\"0.99\"}"), "{metrics}");
-    assert!(metrics.contains("recalloc_ingest_records_total{topic=\"recalloc.events.v1\",outcome=\"accepted\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "recalloc_ingest_records_total{topic=\"recalloc.events.v1\",outcome=\"accepted\"} 1"
+        ),
+        "{metrics}"
+    );
 
     // Lose the broker: both services report not ready, on HTTP and on grpc.health.v1.
     c.broker.as_mut().unwrap().kill9();
@@ -153,17 +364,27 @@ async fn readiness_health_metrics_and_reflection_follow_the_broker() {
         if ingest_down && feat_down {
             break;
         }
-        assert!(Instant::now() < end, "readiness did not notice the dead broker");
+        assert!(
+            Instant::now() < end,
+            "readiness did not notice the dead broker"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(!serving(health.check(req()).await.unwrap().into_inner().status));
+    assert!(!serving(
+        health.check(req()).await.unwrap().into_inner().status
+    ));
     c.start_broker().unwrap();
     let end = Instant::now() + Duration::from_secs(60);
     while http_get(c.ingest_http, "/readyz").unwrap().0 != 200 {
-        assert!(Instant::now() < end, "ingest not ready again after the broker came back");
+        assert!(
+            Instant::now() < end,
+            "ingest not ready again after the broker came back"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(serving(health.check(req()).await.unwrap().into_inner().status));
+    assert!(serving(
+        health.check(req()).await.unwrap().into_inner().status
+    ));
 
     // Graceful shutdown exits 0.
     let status = c.ingest.as_mut().unwrap().terminate().unwrap();
@@ -173,7 +394,8 @@ async fn readiness_health_metrics_and_reflection_follow_the_broker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
     let mut c = Cluster::infra().unwrap();
-    c.extra_env.push(("RECALLOC_KAFKA_MESSAGE_TIMEOUT_MS".into(), "4000".into()));
+    c.extra_env
+        .push(("RECALLOC_KAFKA_MESSAGE_TIMEOUT_MS".into(), "4000".into()));
     c.start_ingest().unwrap();
     c.start_featurizer().unwrap();
     let mut con = c.redis_con().await.unwrap();
@@ -184,7 +406,15 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
         let mut unavailable = Vec::new();
         for b in 0..60 {
             let events: Vec<Event> = (0..200)
-                .map(|i| ev(&format!("b{b}-{i}"), &format!("u{}", i % 37), &format!("i{}", i % 11), EventKind::Click, Some(1.0)))
+                .map(|i| {
+                    ev(
+                        &format!("b{b}-{i}"),
+                        &format!("u{}", i % 37),
+                        &format!("i{}", i % 11),
+                        EventKind::Click,
+                        Some(1.0),
+                    )
+                })
                 .collect();
             let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
             match client.record_events(RecordEventsRequest { events }).await {
@@ -194,7 +424,11 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
                 }
                 Err(s) => {
                     assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
-                    assert!(s.message().contains("not acknowledged by the broker"), "{}", s.message());
+                    assert!(
+                        s.message().contains("not acknowledged by the broker"),
+                        "{}",
+                        s.message()
+                    );
                     unavailable.push(b);
                 }
             }
@@ -203,7 +437,9 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
         (acked, unavailable)
     });
     // Let some batches through, then stop the broker for longer than the message timeout.
-    wait_events(&mut con, 400, Duration::from_secs(60)).await.unwrap();
+    wait_events(&mut con, 400, Duration::from_secs(60))
+        .await
+        .unwrap();
     c.broker.as_mut().unwrap().kill9();
     tokio::time::sleep(Duration::from_secs(7)).await;
     c.start_broker().unwrap();
@@ -211,7 +447,9 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
     assert!(!unavailable.is_empty(), "no call saw the broker down");
     assert!(acked.len() >= 400);
     // Everything acknowledged reaches Redis once the broker is back.
-    wait_events(&mut con, acked.len() as u64, Duration::from_secs(180)).await.unwrap();
+    wait_events(&mut con, acked.len() as u64, Duration::from_secs(180))
+        .await
+        .unwrap();
     wait_quiet(&mut con, Duration::from_secs(60)).await.unwrap();
     let mut pipe = redis::pipe();
     for id in &acked {
@@ -219,7 +457,13 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
         pipe.sismember(format!("rc:user:{{u:u{}}}:applied", i % 37), id);
     }
     let present: Vec<bool> = pipe.query_async(&mut con).await.unwrap();
-    let lost: Vec<&String> = acked.iter().zip(&present).filter(|(_, p)| !**p).map(|(id, _)| id).take(5).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .zip(&present)
+        .filter(|(_, p)| !**p)
+        .map(|(id, _)| id)
+        .take(5)
+        .collect();
     assert!(lost.is_empty(), "acknowledged events lost: {lost:?}");
 }
 
@@ -254,22 +498,42 @@ print("produced")
         out = out_dir.display(),
         brokers = c.brokers()
     );
-    let out = std::process::Command::new(&python).arg("-c").arg(script).output().expect("run python");
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python");
     assert!(
         out.status.success(),
         "python producer failed (run the tests through `make test`, which sets RECALLOC_TEST_PYTHON): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_events(&mut con, 1, Duration::from_secs(60)).await.unwrap();
+    wait_events(&mut con, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
     wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
-    let user: HashMap<String, String> = redis::cmd("HGETALL").arg("rc:user:{u:py-user}").query_async(&mut con).await.unwrap();
+    let user: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("rc:user:{u:py-user}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(user["events"], "1");
     assert_eq!(user["mean_rating"].parse::<f64>().unwrap(), 5.0);
-    let item: HashMap<String, String> = redis::cmd("HGETALL").arg("rc:item:{i:py-book}").query_async(&mut con).await.unwrap();
+    let item: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg("rc:item:{i:py-book}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(item["title"], "Written by Python");
     assert_eq!(item["tags"], "[\"python\"]");
     // The undecodable record is parked, not applied and not blocking.
-    let dead: Vec<String> = redis::cmd("LRANGE").arg("rc:deadletter").arg(0).arg(-1).query_async(&mut con).await.unwrap();
+    let dead: Vec<String> = redis::cmd("LRANGE")
+        .arg("rc:deadletter")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].contains("not a valid EventRecord"), "{}", dead[0]);
 }

@@ -99,7 +99,8 @@ pub struct KafkaConfig {
     pub partitions: u32,
     /// How long the producer keeps retrying one record before the call fails with UNAVAILABLE.
     pub message_timeout_ms: u32,
-    /// Consumer group session timeout: how soon a crashed consumer's partitions move.
+    /// Consumer group session timeout: how soon a crashed consumer's partitions move (the
+    /// rebalance timeout, `max.poll.interval.ms`, is twice this).
     pub session_timeout_ms: u32,
 }
 
@@ -109,7 +110,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             partitions: 4,
             message_timeout_ms: 30_000,
-            session_timeout_ms: 15_000,
+            session_timeout_ms: 10_000,
         }
     }
 }

@@ -53,13 +53,13 @@ impl Readiness {
     pub async fn record(&self, dependency: &str, result: Result<(), String>) {
         let all_ok = {
             let mut deps = self.deps.lock().expect("readiness lock");
-            if let Err(e) = &result {
-                if deps
+            // Log a failure once, not on every check.
+            if let Err(e) = &result
+                && deps
                     .get(dependency)
                     .is_none_or(|prev| prev.as_ref() != Some(e))
-                {
-                    tracing::warn!(dependency, error = %e, "dependency not ready");
-                }
+            {
+                tracing::warn!(dependency, error = %e, "dependency not ready");
             }
             deps.insert(dependency.to_owned(), result.err());
             deps.values().all(Option::is_none)

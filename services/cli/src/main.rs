@@ -2,6 +2,7 @@
 //! services read (defaults → `--config`/`RECALLOC_CONFIG` → `RECALLOC_*`).
 
 mod load;
+mod simulate;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -51,6 +52,23 @@ enum Command {
     Stats,
     /// Empty the derived Redis state and rebuild it by replaying the Kafka topics.
     Rebuild,
+    /// Replay a load trace (CSV `ts,value`) under the autoscaling policies and compare them.
+    Simulate {
+        #[arg(long)]
+        trace: PathBuf,
+        /// Load one pod serves within its latency objective, in the trace's unit.
+        #[arg(long)]
+        capacity_per_pod: f64,
+        /// Pod start-up delay, e.g. 60s.
+        #[arg(long, default_value = "60s", value_parser = simulate::parse_duration)]
+        startup: u64,
+        /// hpa, seed, recalloc or all.
+        #[arg(long, default_value = "all")]
+        policy: String,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +106,17 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Simulate {
+        trace,
+        capacity_per_pod,
+        startup,
+        policy,
+        json,
+    } = &cli.command
+    {
+        // Offline: needs no cluster and no config.
+        return simulate::run(trace, *capacity_per_pod, *startup, policy, *json);
+    }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Load {
@@ -151,6 +180,7 @@ async fn run(cli: Cli) -> Result<()> {
                 done.consumed, done.new_events
             );
         }
+        Command::Simulate { .. } => unreachable!("handled before the config is read"),
     }
     Ok(())
 }

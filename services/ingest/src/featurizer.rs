@@ -46,10 +46,10 @@ struct Consumed {
 
 fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
     let record = codec::decode(m.topic(), m.payload());
-    if let Ok(r) = &record {
-        if let Some(tp) = TraceContext::parse(r.traceparent()) {
-            tracing::trace!(trace_id = %tp.trace_id_hex(), topic = m.topic(), offset = m.offset(), "consumed");
-        }
+    if let Ok(r) = &record
+        && let Some(tp) = TraceContext::parse(r.traceparent())
+    {
+        tracing::trace!(trace_id = %tp.trace_id_hex(), topic = m.topic(), offset = m.offset(), "consumed");
     }
     Consumed {
         topic: m.topic().to_owned(),

@@ -193,7 +193,7 @@ impl Scripts {
                         .arg("tags")
                         .arg(serde_json::to_string(&it.tags).unwrap_or_default())
                         .arg("attributes")
-                        .arg(serde_json::to_string(&it.attributes).unwrap_or_default());
+                        .arg(sorted_json(&it.attributes));
                     pipe.invoke_script(&inv);
                 }
                 Record::User(rec) => {
@@ -206,7 +206,7 @@ impl Scripts {
                         .arg("profile_text")
                         .arg(&u.profile_text)
                         .arg("attributes")
-                        .arg(serde_json::to_string(&u.attributes).unwrap_or_default());
+                        .arg(sorted_json(&u.attributes));
                     pipe.invoke_script(&inv);
                 }
             }
@@ -228,6 +228,13 @@ impl Scripts {
         }
         Ok(new_events)
     }
+}
+
+/// Attributes as JSON with sorted keys, so the same record always writes the same bytes (a
+/// `HashMap`'s order differs from one decode to the next).
+fn sorted_json(map: &std::collections::HashMap<String, String>) -> String {
+    let sorted: std::collections::BTreeMap<&String, &String> = map.iter().collect();
+    serde_json::to_string(&sorted).unwrap_or_default()
 }
 
 /// One decoded record of any topic.

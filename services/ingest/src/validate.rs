@@ -247,14 +247,14 @@ fn preprocess_value(
     value: Option<f64>,
     l: &Limits,
 ) -> Result<(f64, f64, bool, bool), RecordError> {
-    if let Some(v) = value {
-        if !v.is_finite() {
-            return Err(err(
-                index,
-                "value",
-                format!("must be a finite number, got {v}"),
-            ));
-        }
+    if let Some(v) = value
+        && !v.is_finite()
+    {
+        return Err(err(
+            index,
+            "value",
+            format!("must be a finite number, got {v}"),
+        ));
     }
     if kind == EventKind::Rating {
         let Some(v) = value else {
