@@ -537,3 +537,50 @@ print("produced")
     assert_eq!(dead.len(), 1);
     assert!(dead[0].contains("not a valid EventRecord"), "{}", dead[0]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_batches_are_indexed_across_the_stream() {
+    let c = Cluster::start().unwrap();
+    let mut con = c.redis_con().await.unwrap();
+    let mut client = c.grpc().await.unwrap();
+    let batches = vec![
+        RecordEventsRequest {
+            events: vec![
+                ev("s1", "u1", "i1", EventKind::View, None),
+                ev("s2", "u1", "i2", EventKind::View, None),
+            ],
+        },
+        RecordEventsRequest {
+            events: vec![
+                ev("s3", "u2", "i1", EventKind::Purchase, Some(2.0)),
+                Event {
+                    user_id: "".into(),
+                    ..ev("s4", "u2", "i1", EventKind::View, None)
+                },
+                // A duplicate of a record of the first batch.
+                ev("s1", "u1", "i1", EventKind::View, None),
+            ],
+        },
+    ];
+    let r = client
+        .stream_events(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (3, 1));
+    assert_eq!(r.rejected.len(), 1);
+    assert_eq!(
+        (r.rejected[0].index, r.rejected[0].field.as_str()),
+        (3, "user_id")
+    );
+    wait_events(&mut con, 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
+    let stats: HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("rc:stats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(stats["events"], 3);
+}

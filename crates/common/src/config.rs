@@ -167,6 +167,10 @@ pub struct FeaturizerConfig {
     pub history_len: u32,
     /// Records applied to Redis per round trip.
     pub batch_size: u32,
+    /// How many featurizer replicas share the partitions, and which one this is: replica `i`
+    /// of `n` consumes the partitions `p` with `p % n == i` of every topic.
+    pub replicas: u32,
+    pub replica_index: u32,
 }
 
 impl Default for FeaturizerConfig {
@@ -176,6 +180,8 @@ impl Default for FeaturizerConfig {
             group_id: "recalloc-featurizer".into(),
             history_len: 200,
             batch_size: 500,
+            replicas: 1,
+            replica_index: 0,
         }
     }
 }

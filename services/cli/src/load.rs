@@ -295,7 +295,44 @@ where
     }
 }
 
-/// Sends items then events in batches with a few calls in flight; prints the totals.
+/// Sends `records` in chunks of `batch` with `in_flight` calls at a time, showing progress.
+/// `call` sends one chunk with a fresh client handle.
+async fn send_chunks<T, F, Fut>(
+    records: &[T],
+    what: &str,
+    batch: usize,
+    in_flight: usize,
+    retries: u32,
+    call: F,
+) -> Result<Totals>
+where
+    T: Clone,
+    F: Fn(Vec<T>) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<tonic::Response<IngestResponse>, tonic::Status>>,
+{
+    let pb = bar(records.len() as u64, what);
+    let mut totals = Totals::default();
+    let mut results = futures::stream::iter(records.chunks(batch.max(1)).map(|chunk| {
+        let pb = pb.clone();
+        let call = call.clone();
+        async move {
+            let n = chunk.len() as u64;
+            let r = call_with_retry(retries, || call(chunk.to_vec()))
+                .await
+                .or_else(all_rejected(n))?;
+            pb.inc(n);
+            Ok::<_, anyhow::Error>(r)
+        }
+    }))
+    .buffer_unordered(in_flight.max(1));
+    while let Some(r) = results.try_next().await? {
+        totals.add(&r);
+    }
+    pb.finish_and_clear();
+    Ok(totals)
+}
+
+/// Sends items then events; returns their totals and the seconds the events took.
 pub async fn send(
     client: IngestClient<Channel>,
     data: Dataset,
@@ -303,63 +340,25 @@ pub async fn send(
     in_flight: usize,
     retries: u32,
 ) -> Result<(Totals, Totals, f64)> {
-    let batch = batch.max(1);
-    let mut item_totals = Totals::default();
-    let pb = bar(data.items.len() as u64, "items");
-    let chunks: Vec<Vec<Item>> = data.items.chunks(batch).map(|c| c.to_vec()).collect();
-    let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| {
-        let client = client.clone();
-        let pb = pb.clone();
-        async move {
-            let n = chunk.len() as u64;
-            let r = call_with_retry(retries, || {
-                let mut c = client.clone();
-                let req = UpsertItemsRequest {
-                    items: chunk.clone(),
-                };
-                async move { c.upsert_items(req).await }
-            })
-            .await
-            .or_else(all_rejected(n))?;
-            pb.inc(n);
-            Ok::<_, anyhow::Error>(r)
-        }
-    }))
-    .buffer_unordered(in_flight.max(1));
-    while let Some(r) = results.try_next().await? {
-        item_totals.add(&r);
-    }
-    pb.finish_and_clear();
-
+    let items = send_chunks(&data.items, "items", batch, in_flight, retries, |items| {
+        let mut c = client.clone();
+        async move { c.upsert_items(UpsertItemsRequest { items }).await }
+    })
+    .await?;
     let started = Instant::now();
-    let mut event_totals = Totals::default();
-    let pb = bar(data.events.len() as u64, "events");
-    let chunks: Vec<Vec<Event>> = data.events.chunks(batch).map(|c| c.to_vec()).collect();
-    let mut results = futures::stream::iter(chunks.into_iter().map(|chunk| {
-        let client = client.clone();
-        let pb = pb.clone();
-        async move {
-            let n = chunk.len() as u64;
-            let r = call_with_retry(retries, || {
-                let mut c = client.clone();
-                let req = RecordEventsRequest {
-                    events: chunk.clone(),
-                };
-                async move { c.record_events(req).await }
-            })
-            .await
-            .or_else(all_rejected(n))?;
-            pb.inc(n);
-            Ok::<_, anyhow::Error>(r)
-        }
-    }))
-    .buffer_unordered(in_flight.max(1));
-    while let Some(r) = results.try_next().await? {
-        event_totals.add(&r);
-    }
-    pb.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    Ok((item_totals, event_totals, secs))
+    let events = send_chunks(
+        &data.events,
+        "events",
+        batch,
+        in_flight,
+        retries,
+        |events| {
+            let mut c = client.clone();
+            async move { c.record_events(RecordEventsRequest { events }).await }
+        },
+    )
+    .await?;
+    Ok((items, events, started.elapsed().as_secs_f64()))
 }
 
 /// A batch in which every record was invalid is a rejection count, not a failed load.

@@ -1,5 +1,11 @@
 //! The featurizer: a consumer group over the three topics that turns the log into Redis state.
 //!
+//! Partitions are assigned statically (replica `i` of `n` takes the partitions `p % n == i`) and
+//! offsets are committed to the group `featurizer.group_id`. Dynamic group membership is not used
+//! because tansu 0.6 never finishes the rebalance after a member dies without leaving: a
+//! replacement consumer then waits forever (reproduced with Python `confluent-kafka` too). With
+//! static assignment a restarted replica resumes from the committed offsets at once.
+//!
 //! Order of effects per batch: decode → apply to Redis (idempotent, see [`crate::state`]) →
 //! commit offsets. A crash anywhere before the commit redelivers the batch, which the per-event
 //! guard in Redis then ignores; so the effect is exactly once although delivery is at least once.
@@ -34,6 +40,38 @@ pub enum FeaturizerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("partition assignment: {0}")]
+    Assign(String),
+}
+
+/// Assigns this replica's share of every topic's partitions, resuming from the committed
+/// offsets (or the beginning when there are none).
+fn assign_partitions(
+    consumer: &StreamConsumer,
+    replicas: u32,
+    index: u32,
+) -> Result<usize, String> {
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("kafka: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for name in topics::ALL {
+        let topic = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .filter(|t| !t.partitions().is_empty())
+            .ok_or_else(|| {
+                format!("kafka: topic {name} does not exist (run `make up` or create it)")
+            })?;
+        for p in topic.partitions() {
+            if p.id() as u32 % replicas == index {
+                tpl.add_partition(name, p.id());
+            }
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| format!("kafka: {e}"))?;
+    Ok(tpl.count())
 }
 
 /// One consumed message, decoded or not, and where it came from.
@@ -179,7 +217,31 @@ pub async fn run(
 ) -> Result<(), FeaturizerError> {
     let consumer: Arc<StreamConsumer> =
         Arc::new(consumer_config(&cfg, &cfg.featurizer.group_id).create()?);
-    consumer.subscribe(&topics::ALL)?;
+    let (replicas, index) = (cfg.featurizer.replicas.max(1), cfg.featurizer.replica_index);
+    if index >= replicas {
+        return Err(FeaturizerError::Assign(format!(
+            "invalid config key featurizer.replica_index: {index} is not below featurizer.replicas ({replicas})"
+        )));
+    }
+    loop {
+        let c = consumer.clone();
+        match tokio::task::spawn_blocking(move || assign_partitions(&c, replicas, index)).await {
+            Ok(Ok(n)) => {
+                tracing::info!(
+                    partitions = n,
+                    replica = index,
+                    replicas,
+                    "partitions assigned"
+                );
+                break;
+            }
+            Ok(Err(e)) => {
+                readiness.record("kafka", Err(e)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(FeaturizerError::Assign(e.to_string())),
+        }
+    }
     let mut con = loop {
         match connect_redis(&cfg.redis.url).await {
             Ok(c) => break c,
@@ -197,6 +259,9 @@ pub async fn run(
     ));
     let scripts = Scripts::new(cfg.featurizer.history_len);
     let max = cfg.featurizer.batch_size.max(1) as usize;
+    // Offsets of what is in Redis; committed again synchronously at shutdown. (The consumer's
+    // own position may be past a batch that shutdown interrupted before it was applied.)
+    let mut applied: BTreeMap<(String, i32), i64> = BTreeMap::new();
     tokio::pin!(shutdown);
     let result = loop {
         let batch = tokio::select! {
@@ -218,6 +283,12 @@ pub async fn run(
             Err(e) => break Err(e),
         };
         tracing::debug!(records = batch.len(), new_events, "batch applied");
+        for c in &batch {
+            let e = applied
+                .entry((c.topic.clone(), c.partition))
+                .or_insert(c.offset);
+            *e = (*e).max(c.offset);
+        }
         if let Err(e) = consumer.commit(&next_offsets(&batch), CommitMode::Async) {
             // Not fatal: the next commit covers these offsets, and redelivery is harmless.
             tracing::warn!(error = %e, "offset commit failed");
@@ -225,9 +296,17 @@ pub async fn run(
     };
     readiness.set(false).await;
     watcher.abort();
-    tracing::info!("featurizer stopping: committing offsets and leaving the group");
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    consumer.unsubscribe();
+    tracing::info!("featurizer stopping: committing the applied offsets");
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in &applied {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+    {
+        tracing::warn!(error = %e, "final offset commit failed; the next start redelivers, harmlessly");
+    }
+    let _ = consumer.unassign();
     result
 }
 

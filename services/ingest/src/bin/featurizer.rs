@@ -17,17 +17,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg = match recalloc_common::Config::load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("recalloc-featurizer: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = recalloc_common::telemetry::init("featurizer", &cfg.telemetry) {
-        eprintln!("recalloc-featurizer: {e}");
-        std::process::exit(2);
-    }
+    let cfg = recalloc_common::config_and_telemetry_or_exit(
+        "recalloc-featurizer",
+        args.config.as_deref(),
+    );
     let metrics = Metrics::new();
     let readiness = Readiness::new(None, &[]);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -17,17 +17,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let cfg = match recalloc_common::Config::load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("recalloc-ingest: {e}");
-            std::process::exit(2);
-        }
-    };
-    if let Err(e) = recalloc_common::telemetry::init("ingest", &cfg.telemetry) {
-        eprintln!("recalloc-ingest: {e}");
-        std::process::exit(2);
-    }
+    let cfg =
+        recalloc_common::config_and_telemetry_or_exit("recalloc-ingest", args.config.as_deref());
     recalloc_ingest::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await?;
     Ok(())
 }
