@@ -99,6 +99,12 @@ pub struct KafkaConfig {
     pub partitions: u32,
     /// How long the producer keeps retrying one record before the call fails with UNAVAILABLE.
     pub message_timeout_ms: u32,
+    /// librdkafka's idempotent producer. Off by default: tansu 0.6 panics on the producer-epoch
+    /// bump (KIP-360) that librdkafka performs after a request timed out in flight, e.g. across a
+    /// broker restart, and then refuses every write. Without it, ingest keeps one request in
+    /// flight so retries cannot reorder a partition, and event ids make duplicates harmless.
+    /// Turn it on with a real Kafka.
+    pub idempotence: bool,
     /// Consumer group session timeout: how soon a crashed consumer's partitions move (the
     /// rebalance timeout, `max.poll.interval.ms`, is twice this).
     pub session_timeout_ms: u32,
@@ -110,6 +116,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             partitions: 4,
             message_timeout_ms: 30_000,
+            idempotence: false,
             session_timeout_ms: 10_000,
         }
     }

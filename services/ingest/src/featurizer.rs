@@ -182,7 +182,12 @@ async fn next_batch(
     while batch.len() < max {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(m)) => batch.push(consumed(&m)),
-            Ok(Err(e)) => return Err(e.into()),
+            // The consumer's position is already past what was gathered: hand it on, never
+            // drop it (an error here is e.g. the broker going away mid-batch).
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, gathered = batch.len(), "kafka error while gathering a batch");
+                break;
+            }
             Err(_) => break,
         }
     }

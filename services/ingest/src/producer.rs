@@ -1,5 +1,8 @@
-//! The Kafka producer: idempotent, acks=all, so a record counts as accepted only once every
-//! in-sync replica has it, and librdkafka's retries never duplicate or reorder it.
+//! The Kafka producer: acks=all, so a record counts as accepted only once every in-sync replica
+//! has it. With `kafka.idempotence` librdkafka's retries never duplicate or reorder a record;
+//! without it (the default, because tansu 0.6 crashes on the idempotent producer's epoch bump)
+//! one request in flight keeps each partition in order, and a duplicate a retry may write is
+//! ignored downstream by its event id.
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -20,10 +23,17 @@ pub struct EventProducer {
 
 impl EventProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if cfg.idempotence {
+            config.set("enable.idempotence", "true");
+        } else {
+            config
+                .set("enable.idempotence", "false")
+                .set("max.in.flight.requests.per.connection", "1");
+        }
+        let producer: FutureProducer = config
             .set("bootstrap.servers", &cfg.brokers)
             .set("acks", "all")
-            .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
             .set(
