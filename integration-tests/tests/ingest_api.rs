@@ -304,7 +304,7 @@ async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readiness_health_metrics_and_reflection_follow_the_broker() {
+async fn readiness_health_and_metrics_follow_the_broker() {
     let mut c = Cluster::start().unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.ingest_grpc))
         .unwrap()
