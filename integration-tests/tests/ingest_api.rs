@@ -304,7 +304,7 @@ async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn readiness_health_and_metrics_follow_the_broker() {
+async fn readiness_health_reflection_and_metrics_follow_the_broker() {
     let mut c = Cluster::start().unwrap();
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.ingest_grpc))
         .unwrap()
@@ -322,6 +322,37 @@ async fn readiness_health_and_metrics_follow_the_broker() {
     ));
     assert_eq!(http_get(c.ingest_http, "/readyz").unwrap().0, 200);
     assert_eq!(http_get(c.ingest_http, "/healthz").unwrap().0, 200);
+
+    // Reflection lists exactly what the process serves.
+    {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let resp = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("unexpected reflection answer {resp:?}");
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "recalloc.v1.Ingest"
+            ]
+        );
+    }
 
     let mut client = c.grpc().await.unwrap();
     client
