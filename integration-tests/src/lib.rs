@@ -477,6 +477,19 @@ pub async fn wait_events(con: &mut ConnectionManager, want: u64, within: Duratio
     bail!("featurizer applied {last} events, want {want}, after {within:?}")
 }
 
+/// Waits until `want` events are applied and the state is quiet, then returns `rc:stats`.
+pub async fn settled_stats(
+    con: &mut ConnectionManager,
+    want: u64,
+) -> Result<BTreeMap<String, u64>> {
+    wait_events(con, want, Duration::from_secs(60)).await?;
+    wait_quiet(con, Duration::from_secs(60)).await?;
+    Ok(redis::cmd("HGETALL")
+        .arg("rc:stats")
+        .query_async(con)
+        .await?)
+}
+
 /// Waits until the state stops changing (the featurizer has consumed everything there is).
 pub async fn wait_quiet(con: &mut ConnectionManager, within: Duration) -> Result<String> {
     let end = Instant::now() + within;

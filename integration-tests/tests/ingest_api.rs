@@ -1,7 +1,9 @@
 //! The Ingest API against the real broker and Redis: duplicates, every validation rule, readiness
 //! and metrics, a broker that dies mid-load, and a record written by a client that is not ours.
 
-use recalloc_integration_tests::{Cluster, http_get, repo_root, snapshot, wait_events, wait_quiet};
+use recalloc_integration_tests::{
+    Cluster, http_get, repo_root, settled_stats, snapshot, wait_events, wait_quiet,
+};
 use recalloc_proto::v1::{
     Event, EventKind, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
 };
@@ -282,15 +284,7 @@ async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
         (r.rejected[0].index, r.rejected[0].field.as_str()),
         (1, "item_id")
     );
-    wait_events(&mut con, 2, Duration::from_secs(60))
-        .await
-        .unwrap();
-    wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
-    let stats: HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg("rc:stats")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let stats = settled_stats(&mut con, 2).await.unwrap();
     assert_eq!(
         stats["events"], 2,
         "only the two valid events reached the state"
@@ -615,15 +609,7 @@ async fn streamed_batches_are_indexed_across_the_stream() {
         (r.rejected[0].index, r.rejected[0].field.as_str()),
         (3, "user_id")
     );
-    wait_events(&mut con, 3, Duration::from_secs(60))
-        .await
-        .unwrap();
-    wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
-    let stats: HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg("rc:stats")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let stats = settled_stats(&mut con, 3).await.unwrap();
     assert_eq!(stats["events"], 3);
 }
 
