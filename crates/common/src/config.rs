@@ -42,7 +42,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub ingest: IngestConfig,
     pub featurizer: FeaturizerConfig,
-    pub embed: Endpoints,
+    pub embed: EmbedConfig,
     pub rank: Endpoints,
     pub scheduler: Endpoints,
     pub telemetry: TelemetryConfig,
@@ -59,7 +59,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             ingest: IngestConfig::default(),
             featurizer: FeaturizerConfig::default(),
-            embed: endpoints(50052, 9102),
+            embed: EmbedConfig::default(),
             rank: endpoints(50053, 9103),
             scheduler: endpoints(50054, 9104),
             telemetry: TelemetryConfig::default(),
@@ -189,6 +189,79 @@ impl Default for FeaturizerConfig {
             batch_size: 500,
             replicas: 1,
             replica_index: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedConfig {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// A sentence-transformers directory (config.json, model.safetensors, tokenizer.json, …);
+    /// relative paths are from the working directory. `make model` fetches the default.
+    pub model_dir: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// f16 weights on the GPU (ignored on CPU).
+    pub half_precision: bool,
+    /// Inference threads, each running one batch at a time.
+    pub workers: u32,
+    /// libtorch intra-op threads per inference thread.
+    pub threads_per_worker: u32,
+    /// Most texts in one forward pass.
+    pub max_batch_size: u32,
+    /// How long the oldest waiting text may wait for a batch to fill.
+    pub max_wait_ms: u32,
+    /// Most texts waiting for inference; beyond it Embed answers RESOURCE_EXHAUSTED.
+    pub queue_capacity: u32,
+    /// Most texts in one Embed request.
+    pub max_request_texts: u32,
+    /// Longest text accepted, in bytes (texts are truncated to the model's token limit anyway).
+    pub max_text_bytes: u32,
+    /// How stored vectors are encoded: `f32`, `f16` or `int8`.
+    pub storage: String,
+    /// Consumer group of the embed workers on the items and users topics, and their static
+    /// partition share (as for the featurizer).
+    pub group_id: String,
+    pub replicas: u32,
+    pub replica_index: u32,
+    /// Records per consumed batch.
+    pub consumer_batch: u32,
+    /// How often the worker embeds items and users that Redis knows but that have no vector
+    /// (after `recalloc rebuild` or a Redis restart); 0 turns it off.
+    pub sweep_interval_s: u32,
+    /// User profile fusion: the share of the user's own text (β), the half-life of an event's
+    /// weight, and how many history items are used (see the embed crate's `fusion` module).
+    pub profile_text_weight: f64,
+    pub profile_half_life_hours: f64,
+    pub profile_max_items: u32,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
+            model_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
+            device: "cpu".into(),
+            half_precision: false,
+            workers: 2,
+            threads_per_worker: 1,
+            max_batch_size: 64,
+            max_wait_ms: 5,
+            queue_capacity: 8192,
+            max_request_texts: 4096,
+            max_text_bytes: 64 * 1024,
+            storage: "f16".into(),
+            group_id: "recalloc-embed".into(),
+            replicas: 1,
+            replica_index: 0,
+            consumer_batch: 256,
+            sweep_interval_s: 30,
+            profile_text_weight: 0.3,
+            profile_half_life_hours: 24.0 * 30.0,
+            profile_max_items: 50,
         }
     }
 }

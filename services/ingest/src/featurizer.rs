@@ -1,23 +1,22 @@
 //! The featurizer: a consumer group over the three topics that turns the log into Redis state.
 //!
-//! Partitions are assigned statically (replica `i` of `n` takes the partitions `p % n == i`) and
-//! offsets are committed to the group `featurizer.group_id`. Dynamic group membership is not used
-//! because tansu 0.6 never finishes the rebalance after a member dies without leaving: a
-//! replacement consumer then waits forever (reproduced with Python `confluent-kafka` too). With
-//! static assignment a restarted replica resumes from the committed offsets at once.
+//! Partitions are assigned statically and offsets committed to the group `featurizer.group_id`
+//! (see [`crate::consume`] for why).
 //!
 //! Order of effects per batch: decode → apply to Redis (idempotent, see [`crate::state`]) →
 //! commit offsets. A crash anywhere before the commit redelivers the batch, which the per-event
 //! guard in Redis then ignores; so the effect is exactly once although delivery is at least once.
 //! `rebuild` replays the topics from the beginning into an emptied Redis with the same code.
 
-use crate::codec;
+use crate::consume::{
+    Consumed, assign_partitions, connect_redis, consumer_config, lag, next_batch, next_offsets,
+};
 use crate::state::{self, Record, Scripts};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use rdkafka::{Offset, TopicPartitionList};
 use recalloc_common::config::Config;
-use recalloc_common::trace_context::TraceContext;
+
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::topics;
 use redis::aio::ConnectionManager;
@@ -31,9 +30,6 @@ const APPLIED_HELP: &str = "records consumed by the featurizer, by topic and out
 const LAG: &str = "recalloc_featurizer_consumer_lag";
 const LAG_HELP: &str = "messages not yet consumed, per topic and partition";
 
-/// Gathers up to this long for a batch once the first message arrived.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
-
 #[derive(Debug, thiserror::Error)]
 pub enum FeaturizerError {
     #[error("kafka: {0}")]
@@ -42,65 +38,6 @@ pub enum FeaturizerError {
     Redis(#[from] redis::RedisError),
     #[error("partition assignment: {0}")]
     Assign(String),
-}
-
-/// Assigns this replica's share of every topic's partitions, resuming from the committed
-/// offsets (or the beginning when there are none).
-fn assign_partitions(
-    consumer: &StreamConsumer,
-    replicas: u32,
-    index: u32,
-) -> Result<usize, String> {
-    let md = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| format!("kafka: {e}"))?;
-    let mut tpl = TopicPartitionList::new();
-    for name in topics::ALL {
-        let topic = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .filter(|t| !t.partitions().is_empty())
-            .ok_or_else(|| {
-                format!("kafka: topic {name} does not exist (run `make up` or create it)")
-            })?;
-        for p in topic.partitions() {
-            if p.id() as u32 % replicas == index {
-                tpl.add_partition(name, p.id());
-            }
-        }
-    }
-    consumer.assign(&tpl).map_err(|e| format!("kafka: {e}"))?;
-    Ok(tpl.count())
-}
-
-/// One consumed message, decoded or not, and where it came from.
-struct Consumed {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    record: Result<Record, codec::DecodeError>,
-}
-
-fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
-    let record = codec::decode(m.topic(), m.payload());
-    if let Ok(r) = &record
-        && let Some(tp) = TraceContext::parse(r.traceparent())
-    {
-        tracing::trace!(trace_id = %tp.trace_id_hex(), topic = m.topic(), offset = m.offset(), "consumed");
-    }
-    Consumed {
-        topic: m.topic().to_owned(),
-        partition: m.partition(),
-        offset: m.offset(),
-        record,
-    }
-}
-
-/// Connects to Redis, retrying until it answers or `give_up` resolves.
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    ConnectionManager::new(client).await
 }
 
 /// Applies decoded records and parks undecodable ones in the dead-letter list. Retries Redis
@@ -154,64 +91,6 @@ async fn apply_batch(
     Ok(new_events)
 }
 
-/// The highest offset + 1 per partition of a batch: what to commit after it is applied.
-fn next_offsets(batch: &[Consumed]) -> TopicPartitionList {
-    let mut max: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for c in batch {
-        let e = max
-            .entry((c.topic.clone(), c.partition))
-            .or_insert(c.offset);
-        *e = (*e).max(c.offset);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in max {
-        let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o + 1));
-    }
-    tpl
-}
-
-/// Receives one batch: waits for the first message, then gathers for [`BATCH_WINDOW`].
-async fn next_batch(
-    consumer: &StreamConsumer,
-    max: usize,
-) -> Result<Vec<Consumed>, FeaturizerError> {
-    let first = consumer.recv().await?;
-    let mut batch = vec![consumed(&first)];
-    drop(first);
-    let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-    while batch.len() < max {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(consumed(&m)),
-            // The consumer's position is already past what was gathered: hand it on, never
-            // drop it (an error here is e.g. the broker going away mid-batch).
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, gathered = batch.len(), "kafka error while gathering a batch");
-                break;
-            }
-            Err(_) => break,
-        }
-    }
-    Ok(batch)
-}
-
-fn consumer_config(cfg: &Config, group: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "session.timeout.ms",
-            cfg.kafka.session_timeout_ms.to_string(),
-        )
-        // tansu answers a fetch only after sleeping part of max wait; a short wait keeps the
-        // consumer's round trips short without busy polling.
-        .set("fetch.wait.max.ms", "100")
-        .set("client.id", "recalloc-featurizer");
-    c
-}
-
 /// Runs the featurizer until `shutdown` resolves, then commits what it applied and leaves the
 /// group (so its partitions move at once instead of after the session timeout).
 pub async fn run(
@@ -221,7 +100,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FeaturizerError> {
     let consumer: Arc<StreamConsumer> =
-        Arc::new(consumer_config(&cfg, &cfg.featurizer.group_id).create()?);
+        Arc::new(consumer_config(&cfg, &cfg.featurizer.group_id, "recalloc-featurizer").create()?);
     let (replicas, index) = (cfg.featurizer.replicas.max(1), cfg.featurizer.replica_index);
     if index >= replicas {
         return Err(FeaturizerError::Assign(format!(
@@ -230,7 +109,11 @@ pub async fn run(
     }
     loop {
         let c = consumer.clone();
-        match tokio::task::spawn_blocking(move || assign_partitions(&c, replicas, index)).await {
+        match tokio::task::spawn_blocking(move || {
+            assign_partitions(&c, &topics::ALL, replicas, index)
+        })
+        .await
+        {
             Ok(Ok(n)) => {
                 tracing::info!(
                     partitions = n,
@@ -327,7 +210,7 @@ async fn watch_dependencies(
             .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
             .await;
         let c = consumer.clone();
-        let kafka = tokio::task::spawn_blocking(move || lag(&c)).await;
+        let kafka = tokio::task::spawn_blocking(move || lag(&c, &topics::ALL)).await;
         match kafka {
             Ok(Ok(lags)) => {
                 for ((topic, partition), lag) in lags {
@@ -348,36 +231,6 @@ async fn watch_dependencies(
     }
 }
 
-/// Lag per assigned partition: high watermark minus the committed position.
-fn lag(consumer: &StreamConsumer) -> Result<BTreeMap<(String, i32), i64>, String> {
-    let timeout = Duration::from_secs(3);
-    let md = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|e| format!("kafka: {e}"))?;
-    let known: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
-    if let Some(missing) = topics::ALL.iter().find(|t| !known.contains(t)) {
-        return Err(format!(
-            "kafka: topic {missing} does not exist (run `make up` or create it)"
-        ));
-    }
-    let assignment = consumer.assignment().map_err(|e| e.to_string())?;
-    let committed = consumer
-        .committed_offsets(assignment.clone(), timeout)
-        .map_err(|e| e.to_string())?;
-    let mut out = BTreeMap::new();
-    for el in committed.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(el.topic(), el.partition(), timeout)
-            .map_err(|e| e.to_string())?;
-        let pos = match el.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        };
-        out.insert((el.topic().to_owned(), el.partition()), (high - pos).max(0));
-    }
-    Ok(out)
-}
-
 /// Progress of a rebuild.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RebuildProgress {
@@ -394,7 +247,7 @@ pub async fn rebuild(
 ) -> Result<RebuildProgress, FeaturizerError> {
     let mut con = connect_redis(&cfg.redis.url).await?;
     let group = format!("recalloc-rebuild-{}", std::process::id());
-    let consumer: StreamConsumer = consumer_config(cfg, &group).create()?;
+    let consumer: StreamConsumer = consumer_config(cfg, &group, "recalloc-rebuild").create()?;
     let timeout = Duration::from_secs(10);
     let md = consumer.fetch_metadata(None, timeout)?;
     let mut tpl = TopicPartitionList::new();

@@ -4,6 +4,7 @@
 //! [`featurizer::run`].
 
 pub mod codec;
+pub mod consume;
 pub mod featurizer;
 pub mod producer;
 pub mod server;

@@ -1,0 +1,236 @@
+//! Process wiring for the embed service: the model, gRPC (Embedder, health, reflection), the HTTP
+//! endpoint, the worker, readiness from Redis and the broker, and phased shutdown.
+
+use crate::engine::Engine;
+use crate::fusion::FusionParams;
+use crate::model::ModelError;
+use crate::service::EmbedService;
+use crate::store::VectorStore;
+use crate::vectors::Encoding;
+use crate::worker;
+use recalloc_common::config::Config;
+use recalloc_common::metrics::GrpcMetricsLayer;
+use recalloc_common::{Metrics, Readiness};
+use recalloc_proto::v1::embedder_server::EmbedderServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Largest request the server decodes (4,096 texts of 16 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How long shutdown waits for in-flight calls.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid config key {key}: {message}")]
+    Config { key: &'static str, message: String },
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("worker: {0}")]
+    Worker(#[from] worker::WorkerError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+pub fn fusion_params(cfg: &Config) -> FusionParams {
+    FusionParams {
+        text_weight: cfg.embed.profile_text_weight as f32,
+        half_life_ms: cfg.embed.profile_half_life_hours * 3_600_000.0,
+        max_items: cfg.embed.profile_max_items as usize,
+        rating_min: cfg.ingest.rating_min,
+        rating_max: cfg.ingest.rating_max,
+    }
+}
+
+/// Serves until `shutdown` resolves: readiness off → stop the worker (it commits what it stored)
+/// → drain calls → finish queued inference.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
+    let encoding = Encoding::parse(&cfg.embed.storage).map_err(|message| ServeError::Config {
+        key: "embed.storage",
+        message,
+    })?;
+    if !(0.0..=1.0).contains(&cfg.embed.profile_text_weight) {
+        return Err(ServeError::Config {
+            key: "embed.profile_text_weight",
+            message: "must be between 0 and 1".into(),
+        });
+    }
+    let metrics = Metrics::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Embedder"]);
+    readiness.set(false).await;
+    // The model is loaded before anything listens, on a blocking thread: a missing or broken
+    // model directory stops the process with the path and the make target in the message.
+    let engine = {
+        let e = cfg.embed.clone();
+        let m = metrics.clone();
+        tokio::task::spawn_blocking(move || Engine::start(&e, m))
+            .await
+            .map_err(|e| ModelError::Device(format!("model loading task: {e}")))??
+    };
+    let client = redis::Client::open(cfg.redis.url.as_str())?;
+    let con = loop {
+        match redis::aio::ConnectionManager::new(client.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                readiness.record("redis", Err(e.to_string())).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let store = VectorStore::new(con, encoding, &engine.spec().name);
+    let service = EmbedService::new(
+        engine.clone(),
+        store.clone(),
+        fusion_params(&cfg),
+        cfg.embed.max_request_texts as usize,
+    );
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .with_service_name("recalloc.v1.Embedder")
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (http_addr, http) = recalloc_common::http::serve(
+        cfg.embed.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    )
+    .await
+    .map_err(|source| ServeError::Bind {
+        addr: cfg.embed.metrics_addr,
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::bind(cfg.embed.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.embed.grpc_addr,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.embed.grpc_addr,
+        source,
+    })?;
+    on_bound(Bound {
+        grpc: grpc_addr,
+        http: http_addr,
+    });
+    tracing::info!(%grpc_addr, %http_addr, storage = encoding.name(), "embed serving");
+
+    let redis_checker = {
+        let mut con = store.connection();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            loop {
+                let ping: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut con).await;
+                readiness
+                    .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let (worker_stop_tx, worker_stop_rx) = watch::channel(false);
+    let worker_task = tokio::spawn(worker::run(
+        cfg.clone(),
+        engine.clone(),
+        store.clone(),
+        metrics.clone(),
+        readiness.clone(),
+        async move {
+            let mut rx = worker_stop_rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let grpc = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            EmbedderServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            stopped(),
+        );
+    let http_task = tokio::spawn(http);
+    let mut grpc_task = tokio::spawn(grpc);
+
+    let worker_result = tokio::select! {
+        _ = shutdown => None,
+        r = &mut grpc_task => {
+            tracing::error!("grpc server stopped unexpectedly");
+            r.ok().and_then(|r| r.err()).map(|e| Err(ServeError::Transport(e)))
+        }
+    };
+    // Phase 1: stop being chosen by load balancers.
+    redis_checker.abort();
+    readiness.set(false).await;
+    // Phase 2: stop consuming; the worker commits what it stored.
+    let _ = worker_stop_tx.send(true);
+    let worker_outcome = match tokio::time::timeout(GRACE, worker_task).await {
+        Ok(Ok(r)) => r.map_err(ServeError::from),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "worker task failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("the worker did not stop within the grace period");
+            Ok(())
+        }
+    };
+    // Phase 3: stop accepting calls and let in-flight ones finish (bounded).
+    let _ = stop_tx.send(true);
+    if !grpc_task.is_finished() {
+        match tokio::time::timeout(GRACE, grpc_task).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
+            Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
+        }
+    }
+    // Phase 4: the inference threads finish what is queued.
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .ok();
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
+    tracing::info!("embed stopped");
+    if let Some(r) = worker_result {
+        r?;
+    }
+    worker_outcome
+}

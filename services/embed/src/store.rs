@@ -1,0 +1,340 @@
+//! Vectors in Redis, next to the featurizer's state (same hash tags, so one entity's keys share
+//! a slot):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `rc:item:{i:<id>}:vec` | hash | `v` (encoded vector, see [`crate::vectors`]), `sha` (of model + text), `model`, `updated_at_ms` |
+//! | `rc:user:{u:<id>}:vec` | hash | the same, for the user's profile text |
+//! | `rc:vec:items`, `rc:vec:users` | set | ids that have a vector (what `recalloc stats` counts) |
+//!
+//! Writes are last-writer-wins by the record's `updated_at_ms`, and a write whose text and model
+//! are already stored changes nothing, so replays and duplicates are harmless; the worker asks
+//! [`VectorStore::stale`] first so a replay costs no inference.
+
+use crate::fusion::HistoryEntry;
+use crate::vectors::{self, Encoding};
+use recalloc_ingest::state::{self, item_key, user_history_key, user_key};
+use recalloc_proto::v1::{Item, User};
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+
+pub const VECTOR_ITEMS: &str = "rc:vec:items";
+pub const VECTOR_USERS: &str = "rc:vec:users";
+
+pub fn item_vector_key(item: &str) -> String {
+    format!("{}:vec", item_key(item))
+}
+pub fn user_vector_key(user: &str) -> String {
+    format!("{}:vec", user_key(user))
+}
+
+/// The text an item is embedded from: title, description and tags, each when present.
+pub fn item_text(title: &str, description: &str, tags: &[String]) -> String {
+    let tags = tags
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    [title.trim(), description.trim(), tags.as_str()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(". ")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Item,
+    User,
+}
+
+/// Something to embed: whose vector, from which text, as of when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub owner: Owner,
+    pub id: String,
+    pub text: String,
+    pub updated_at_ms: i64,
+}
+
+impl Target {
+    pub fn from_item(item: &Item, updated_at_ms: i64) -> Option<Self> {
+        let text = item_text(&item.title, &item.description, &item.tags);
+        (!text.is_empty() && !item.item_id.is_empty()).then(|| Self {
+            owner: Owner::Item,
+            id: item.item_id.clone(),
+            text,
+            updated_at_ms,
+        })
+    }
+
+    pub fn from_user(user: &User, updated_at_ms: i64) -> Option<Self> {
+        let text = user.profile_text.trim();
+        (!text.is_empty() && !user.user_id.is_empty()).then(|| Self {
+            owner: Owner::User,
+            id: user.user_id.clone(),
+            text: text.to_owned(),
+            updated_at_ms,
+        })
+    }
+
+    fn key(&self) -> String {
+        match self.owner {
+            Owner::Item => item_vector_key(&self.id),
+            Owner::User => user_vector_key(&self.id),
+        }
+    }
+
+    fn set(&self) -> &'static str {
+        match self.owner {
+            Owner::Item => VECTOR_ITEMS,
+            Owner::User => VECTOR_USERS,
+        }
+    }
+}
+
+/// What identifies a stored vector's input: the model and the exact text.
+pub fn text_sha(model: &str, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(model.as_bytes());
+    h.update([0]);
+    h.update(text.as_bytes());
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const WRITE_VECTOR: &str = r#"
+-- KEYS: vector hash, id set. ARGV: id, encoded vector, sha, updated_at_ms, model
+local prev = redis.call('HMGET', KEYS[1], 'updated_at_ms', 'sha')
+redis.call('SADD', KEYS[2], ARGV[1])
+if prev[1] and tonumber(ARGV[4]) < tonumber(prev[1]) then return 0 end
+if prev[2] == ARGV[3] and tonumber(ARGV[4]) == tonumber(prev[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'sha', ARGV[3], 'updated_at_ms', ARGV[4], 'model', ARGV[5])
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct VectorStore {
+    con: ConnectionManager,
+    write: redis::Script,
+    encoding: Encoding,
+    model: String,
+}
+
+impl VectorStore {
+    pub fn new(con: ConnectionManager, encoding: Encoding, model: &str) -> Self {
+        Self {
+            con,
+            write: redis::Script::new(WRITE_VECTOR),
+            encoding,
+            model: model.to_owned(),
+        }
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    /// For each target: does it need (re-)encoding? No when a vector of the same model and text
+    /// is stored, or a newer one is.
+    pub async fn stale(&self, targets: &[Target]) -> redis::RedisResult<Vec<bool>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in targets {
+            pipe.cmd("HMGET")
+                .arg(t.key())
+                .arg("sha")
+                .arg("updated_at_ms");
+        }
+        let stored: Vec<(Option<String>, Option<i64>)> =
+            pipe.query_async(&mut self.con.clone()).await?;
+        Ok(targets
+            .iter()
+            .zip(stored)
+            .map(|(t, (sha, at))| match (sha, at) {
+                (Some(sha), Some(at)) => {
+                    t.updated_at_ms > at
+                        || (t.updated_at_ms == at && sha != text_sha(&self.model, &t.text))
+                }
+                _ => true,
+            })
+            .collect())
+    }
+
+    /// Stores vectors (one per target, in order); returns how many changed.
+    pub async fn write(&self, targets: &[Target], vecs: &[Vec<f32>]) -> redis::RedisResult<u64> {
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(WRITE_VECTOR);
+        let _: String = load.query_async(&mut self.con.clone()).await?;
+        let mut pipe = redis::pipe();
+        for (t, v) in targets.iter().zip(vecs) {
+            let mut inv = self.write.prepare_invoke();
+            inv.key(t.key())
+                .key(t.set())
+                .arg(&t.id)
+                .arg(vectors::encode(v, self.encoding))
+                .arg(text_sha(&self.model, &t.text))
+                .arg(t.updated_at_ms)
+                .arg(&self.model);
+            pipe.invoke_script(&inv);
+        }
+        let changed: Vec<i64> = pipe.query_async(&mut self.con.clone()).await?;
+        Ok(changed.iter().filter(|&&c| c == 1).count() as u64)
+    }
+
+    async fn read_vectors(&self, keys: &[String]) -> redis::RedisResult<Vec<Option<Vec<f32>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("HGET").arg(k).arg("v");
+        }
+        let raw: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.con.clone()).await?;
+        Ok(raw
+            .into_iter()
+            .map(|b| b.and_then(|b| vectors::decode(&b).ok()))
+            .collect())
+    }
+
+    pub async fn item_vectors(
+        &self,
+        items: &[String],
+    ) -> redis::RedisResult<Vec<Option<Vec<f32>>>> {
+        let keys: Vec<String> = items.iter().map(|i| item_vector_key(i)).collect();
+        self.read_vectors(&keys).await
+    }
+
+    pub async fn user_text_vector(&self, user: &str) -> redis::RedisResult<Option<Vec<f32>>> {
+        Ok(self
+            .read_vectors(&[user_vector_key(user)])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// The user's recent history, newest first (entries that do not parse are skipped).
+    pub async fn history(&self, user: &str) -> redis::RedisResult<Vec<HistoryEntry>> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(user_history_key(user))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    /// Items and users that Redis knows, with text, but without a vector.
+    pub async fn missing(&self) -> redis::RedisResult<Vec<Target>> {
+        let mut con = self.con.clone();
+        let mut out = Vec::new();
+        for owner in [Owner::Item, Owner::User] {
+            let (all, with_vector) = match owner {
+                Owner::Item => (state::ITEMS, VECTOR_ITEMS),
+                Owner::User => (state::USERS, VECTOR_USERS),
+            };
+            let ids: Vec<String> = redis::cmd("SDIFF")
+                .arg(all)
+                .arg(with_vector)
+                .query_async(&mut con)
+                .await?;
+            for chunk in ids.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    match owner {
+                        Owner::Item => pipe
+                            .cmd("HMGET")
+                            .arg(item_key(id))
+                            .arg("updated_at_ms")
+                            .arg("title")
+                            .arg("description")
+                            .arg("tags"),
+                        Owner::User => pipe
+                            .cmd("HMGET")
+                            .arg(user_key(id))
+                            .arg("updated_at_ms")
+                            .arg("profile_text"),
+                    };
+                }
+                let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
+                for (id, row) in chunk.iter().zip(rows) {
+                    let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                    let at = get(0).parse().unwrap_or(0);
+                    let target = match owner {
+                        Owner::Item => Target::from_item(
+                            &Item {
+                                item_id: id.clone(),
+                                title: get(1),
+                                description: get(2),
+                                tags: serde_json::from_str(&get(3)).unwrap_or_default(),
+                                ..Default::default()
+                            },
+                            at,
+                        ),
+                        Owner::User => Target::from_user(
+                            &User {
+                                user_id: id.clone(),
+                                profile_text: get(1),
+                                ..Default::default()
+                            },
+                            at,
+                        ),
+                    };
+                    out.extend(target);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// (items with a vector, users with a vector).
+    pub async fn counts(&self) -> redis::RedisResult<(u64, u64)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCARD").arg(VECTOR_ITEMS);
+        pipe.cmd("SCARD").arg(VECTOR_USERS);
+        pipe.query_async(&mut self.con.clone()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_text_joins_what_is_present() {
+        assert_eq!(
+            item_text(
+                "Dune",
+                " by Frank Herbert ",
+                &["sf".into(), " ".into(), "classic".into()]
+            ),
+            "Dune. by Frank Herbert. sf, classic"
+        );
+        assert_eq!(item_text("", "", &[]), "");
+        assert_eq!(item_text("Only", "", &[]), "Only");
+    }
+
+    #[test]
+    fn keys_share_the_entity_slot() {
+        assert_eq!(item_vector_key("7"), "rc:item:{i:7}:vec");
+        assert_eq!(user_vector_key("u"), "rc:user:{u:u}:vec");
+    }
+
+    #[test]
+    fn sha_depends_on_model_and_text() {
+        assert_ne!(text_sha("a", "x"), text_sha("b", "x"));
+        assert_ne!(text_sha("a", "x"), text_sha("a", "y"));
+        assert_eq!(text_sha("a", "x").len(), 24);
+    }
+}

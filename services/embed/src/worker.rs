@@ -1,0 +1,303 @@
+//! The embed worker: a consumer on the items and users topics that keeps item vectors and user
+//! text vectors in Redis, plus a sweep that embeds what Redis knows but has no vector for (after
+//! `recalloc rebuild` wiped the state, or a Redis restart).
+//!
+//! Per batch: decode → ask the store which targets are stale (so a replay costs no inference) →
+//! encode them through the same batcher as the API → write (last-writer-wins, idempotent) →
+//! commit offsets. A crash before the commit redelivers the batch, which then changes nothing.
+//! Partitions are assigned statically with offsets in `embed.group_id` (see
+//! `recalloc_ingest::consume` for why).
+
+use crate::batcher::BatchError;
+use crate::engine::{EncodeError, Engine};
+use crate::store::{Target, VectorStore};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use recalloc_common::config::Config;
+use recalloc_common::{Metrics, Readiness};
+use recalloc_ingest::consume::{self, Consumed};
+use recalloc_ingest::state::Record;
+use recalloc_proto::topics;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CONSUMED: &str = "recalloc_embed_records_total";
+const CONSUMED_HELP: &str = "records consumed by the embed worker, by topic and outcome";
+const LAG: &str = "recalloc_embed_consumer_lag";
+const LAG_HELP: &str = "messages not yet consumed by the embed worker, per topic and partition";
+const SWEPT: &str = "recalloc_embed_swept_total";
+const SWEPT_HELP: &str = "vectors written by the sweep for entities that had none";
+
+/// The topics the worker reads.
+pub const TOPICS: [&str; 2] = [topics::ITEMS, topics::USERS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("partition assignment: {0}")]
+    Assign(String),
+}
+
+/// Encodes targets, waiting and retrying while the queue is full: the worker yields to API
+/// callers instead of failing.
+async fn encode_patiently(engine: &Engine, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match engine.encode(texts.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(EncodeError::Batch(BatchError::Overloaded { .. })) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Embeds whichever targets are stale and stores them. Retries Redis until it answers.
+/// Returns how many vectors changed.
+pub async fn embed_targets(
+    engine: &Engine,
+    store: &VectorStore,
+    targets: Vec<Target>,
+) -> Result<u64, String> {
+    if targets.is_empty() {
+        return Ok(0);
+    }
+    let stale = retry_redis(|| store.stale(&targets)).await;
+    let todo: Vec<Target> = targets
+        .into_iter()
+        .zip(stale)
+        .filter_map(|(t, s)| s.then_some(t))
+        .collect();
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let vecs = encode_patiently(engine, todo.iter().map(|t| t.text.clone()).collect()).await?;
+    Ok(retry_redis(|| store.write(&todo, &vecs)).await)
+}
+
+async fn retry_redis<T, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis unavailable, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn targets_of(batch: &[Consumed], metrics: &Metrics) -> Vec<Target> {
+    let mut out = Vec::new();
+    for c in batch {
+        let outcome = match &c.record {
+            Ok(Record::Item(r)) => r
+                .item
+                .as_ref()
+                .and_then(|i| Target::from_item(i, r.updated_at_ms))
+                .map(|t| out.push(t))
+                .map_or("no_text", |_| "embedded"),
+            Ok(Record::User(r)) => r
+                .user
+                .as_ref()
+                .and_then(|u| Target::from_user(u, r.updated_at_ms))
+                .map(|t| out.push(t))
+                .map_or("no_text", |_| "embedded"),
+            Ok(Record::Event(_)) => "ignored",
+            // The featurizer parks undecodable records in the dead-letter list.
+            Err(_) => "undecodable",
+        };
+        metrics.inc_counter(
+            CONSUMED,
+            CONSUMED_HELP,
+            &[("topic", c.topic.as_str()), ("outcome", outcome)],
+            1,
+        );
+    }
+    // Within a batch the last record of an id wins (records of one id share a partition, so
+    // this is their log order).
+    let mut last: BTreeMap<(bool, String), usize> = BTreeMap::new();
+    for (i, t) in out.iter().enumerate() {
+        last.insert((t.owner == crate::store::Owner::Item, t.id.clone()), i);
+    }
+    let keep: std::collections::BTreeSet<usize> = last.into_values().collect();
+    out.into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| keep.contains(&i).then_some(t))
+        .collect()
+}
+
+/// Runs the consumer and the sweep until `shutdown` resolves, then commits what is stored.
+pub async fn run(
+    cfg: Config,
+    engine: Arc<Engine>,
+    store: VectorStore,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let e = &cfg.embed;
+    let (replicas, index) = (e.replicas.max(1), e.replica_index);
+    if index >= replicas {
+        return Err(WorkerError::Assign(format!(
+            "invalid config key embed.replica_index: {index} is not below embed.replicas ({replicas})"
+        )));
+    }
+    let consumer: Arc<StreamConsumer> =
+        Arc::new(consume::consumer_config(&cfg, &e.group_id, "recalloc-embed").create()?);
+    tokio::pin!(shutdown);
+    loop {
+        let c = consumer.clone();
+        let assigned = tokio::task::spawn_blocking(move || {
+            consume::assign_partitions(&c, &TOPICS, replicas, index)
+        });
+        let result = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = assigned => r,
+        };
+        match result {
+            Ok(Ok(n)) => {
+                tracing::info!(
+                    partitions = n,
+                    replica = index,
+                    replicas,
+                    "embed worker assigned"
+                );
+                readiness.record("kafka", Ok(())).await;
+                break;
+            }
+            Ok(Err(e)) => {
+                readiness.record("kafka", Err(e)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(WorkerError::Assign(e.to_string())),
+        }
+    }
+    let watcher = tokio::spawn(watch_lag(
+        consumer.clone(),
+        metrics.clone(),
+        readiness.clone(),
+    ));
+    let sweeper = (e.sweep_interval_s > 0).then(|| {
+        tokio::spawn(sweep(
+            engine.clone(),
+            store.clone(),
+            metrics.clone(),
+            Duration::from_secs(e.sweep_interval_s as u64),
+        ))
+    });
+    let max = e.consumer_batch.max(1) as usize;
+    let mut stored: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let result = loop {
+        let batch = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            b = consume::next_batch(&consumer, max) => b,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let targets = targets_of(&batch, &metrics);
+        match embed_targets(&engine, &store, targets).await {
+            Ok(changed) => tracing::debug!(records = batch.len(), changed, "batch embedded"),
+            Err(e) => {
+                // Inference failing is not something a retry fixes; stop without committing,
+                // so a restarted worker redoes the batch.
+                tracing::error!(error = %e, "embedding a consumed batch failed");
+                break Err(WorkerError::Assign(format!("inference: {e}")));
+            }
+        }
+        for c in &batch {
+            let e = stored
+                .entry((c.topic.clone(), c.partition))
+                .or_insert(c.offset);
+            *e = (*e).max(c.offset);
+        }
+        if let Err(e) = consumer.commit(&consume::next_offsets(&batch), CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    };
+    watcher.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in &stored {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+    {
+        tracing::warn!(error = %e, "final offset commit failed; the next start redelivers, harmlessly");
+    }
+    let _ = consumer.unassign();
+    result
+}
+
+async fn sweep(engine: Arc<Engine>, store: VectorStore, metrics: Arc<Metrics>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let missing = match store.missing().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep: redis unavailable");
+                continue;
+            }
+        };
+        if missing.is_empty() {
+            continue;
+        }
+        tracing::info!(
+            missing = missing.len(),
+            "sweep: embedding entities without a vector"
+        );
+        for chunk in missing.chunks(512) {
+            match embed_targets(&engine, &store, chunk.to_vec()).await {
+                Ok(n) => metrics.inc_counter(SWEPT, SWEPT_HELP, &[], n),
+                Err(e) => tracing::warn!(error = %e, "sweep: embedding failed"),
+            }
+        }
+    }
+}
+
+async fn watch_lag(
+    consumer: Arc<StreamConsumer>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) {
+    loop {
+        let c = consumer.clone();
+        match tokio::task::spawn_blocking(move || consume::lag(&c, &TOPICS)).await {
+            Ok(Ok(lags)) => {
+                for ((topic, partition), lag) in lags {
+                    let p = partition.to_string();
+                    metrics.set_gauge(
+                        LAG,
+                        LAG_HELP,
+                        &[("topic", &topic), ("partition", &p)],
+                        lag as f64,
+                    );
+                }
+                readiness.record("kafka", Ok(())).await;
+            }
+            Ok(Err(e)) => readiness.record("kafka", Err(e)).await,
+            Err(e) => readiness.record("kafka", Err(e.to_string())).await,
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,176 @@
+//! Consuming the topics the way every recalloc consumer does: a static share of the partitions
+//! per replica, batches gathered for a short window, offsets committed only after the batch's
+//! effect is stored. Used by the featurizer and the embed workers.
+//!
+//! Partitions are assigned statically (replica `i` of `n` takes the partitions `p % n == i`) and
+//! offsets are committed to the consumer's group. Dynamic group membership is not used because
+//! tansu 0.6 never finishes the rebalance after a member dies without leaving: a replacement
+//! consumer then waits forever (reproduced with Python `confluent-kafka` too). With static
+//! assignment a restarted replica resumes from the committed offsets at once.
+
+use crate::codec;
+use crate::state::Record;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use recalloc_common::config::Config;
+use recalloc_common::trace_context::TraceContext;
+use redis::aio::ConnectionManager;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Gathers up to this long for a batch once the first message arrived.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// Assigns this replica's share of every topic's partitions, resuming from the committed
+/// offsets (or the beginning when there are none).
+pub fn assign_partitions(
+    consumer: &StreamConsumer,
+    topic_names: &[&str],
+    replicas: u32,
+    index: u32,
+) -> Result<usize, String> {
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| format!("kafka: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for &name in topic_names {
+        let topic = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .filter(|t| !t.partitions().is_empty())
+            .ok_or_else(|| {
+                format!("kafka: topic {name} does not exist (run `make up` or create it)")
+            })?;
+        for p in topic.partitions() {
+            if p.id() as u32 % replicas == index {
+                tpl.add_partition(name, p.id());
+            }
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| format!("kafka: {e}"))?;
+    Ok(tpl.count())
+}
+
+/// One consumed message, decoded or not, and where it came from.
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub record: Result<Record, codec::DecodeError>,
+}
+
+fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
+    let record = codec::decode(m.topic(), m.payload());
+    if let Ok(r) = &record
+        && let Some(tp) = TraceContext::parse(r.traceparent())
+    {
+        tracing::trace!(trace_id = %tp.trace_id_hex(), topic = m.topic(), offset = m.offset(), "consumed");
+    }
+    Consumed {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        record,
+    }
+}
+
+/// Connects to Redis (the connection manager reconnects by itself afterwards).
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    ConnectionManager::new(client).await
+}
+
+/// The highest offset + 1 per partition of a batch: what to commit after it is applied.
+pub fn next_offsets(batch: &[Consumed]) -> TopicPartitionList {
+    let mut max: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for c in batch {
+        let e = max
+            .entry((c.topic.clone(), c.partition))
+            .or_insert(c.offset);
+        *e = (*e).max(c.offset);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in max {
+        let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o + 1));
+    }
+    tpl
+}
+
+/// Receives one batch: waits for the first message, then gathers for [`BATCH_WINDOW`].
+pub async fn next_batch(
+    consumer: &StreamConsumer,
+    max: usize,
+) -> Result<Vec<Consumed>, rdkafka::error::KafkaError> {
+    let first = consumer.recv().await?;
+    let mut batch = vec![consumed(&first)];
+    drop(first);
+    let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(consumed(&m)),
+            // The consumer's position is already past what was gathered: hand it on, never
+            // drop it (an error here is e.g. the broker going away mid-batch).
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, gathered = batch.len(), "kafka error while gathering a batch");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// A consumer with manual offset commits that starts from the beginning of a partition without
+/// a committed offset.
+pub fn consumer_config(cfg: &Config, group: &str, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            cfg.kafka.session_timeout_ms.to_string(),
+        )
+        // tansu answers a fetch only after sleeping part of max wait; a short wait keeps the
+        // consumer's round trips short without busy polling.
+        .set("fetch.wait.max.ms", "100")
+        .set("client.id", client_id);
+    c
+}
+
+/// Lag per assigned partition: high watermark minus the committed position.
+pub fn lag(
+    consumer: &StreamConsumer,
+    topic_names: &[&str],
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let timeout = Duration::from_secs(3);
+    let md = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| format!("kafka: {e}"))?;
+    let known: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    if let Some(missing) = topic_names.iter().find(|t| !known.contains(t)) {
+        return Err(format!(
+            "kafka: topic {missing} does not exist (run `make up` or create it)"
+        ));
+    }
+    let assignment = consumer.assignment().map_err(|e| e.to_string())?;
+    let committed = consumer
+        .committed_offsets(assignment.clone(), timeout)
+        .map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for el in committed.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(el.topic(), el.partition(), timeout)
+            .map_err(|e| e.to_string())?;
+        let pos = match el.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        out.insert((el.topic().to_owned(), el.partition()), (high - pos).max(0));
+    }
+    Ok(out)
+}
