@@ -4,10 +4,19 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 CLI := $(TARGET_DIR)/release/recalloc
 DEMO_DATA ?= data/goodbooks
 
-.PHONY: build demo test up down reset bench lint fmt install
+.PHONY: build deps model demo test up down reset bench lint fmt install
 
-build:
+build: deps
 	cargo build --release --bins
+
+## libtorch (the build links it) and the model, both cached outside the clone.
+deps:
+	@bash deploy/local/libtorch.sh
+	@bash deploy/local/model.sh
+
+## Fetch all-MiniLM-L6-v2 into models/ (git-ignored).
+model:
+	bash deploy/local/model.sh
 
 install:
 	bash deploy/local/install.sh
@@ -40,7 +49,7 @@ reset: down
 bench: build install
 	bash bench/ingest.sh
 
-lint:
+lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
 

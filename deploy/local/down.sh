@@ -15,5 +15,5 @@ stop() {
   fi
   rm -f "$f"
 }
-for s in ingest featurizer tansu redis; do stop $s; done
+for s in ingest embed featurizer tansu redis; do stop $s; done
 exit 0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the tests need when it is missing:
 #   - redis-server (Debian package)
+#   - libtorch (PyPI torch wheel, deploy/local/libtorch.sh) and the MiniLM model
+#     (deploy/local/model.sh)
 #   - tansu, the Kafka-compatible broker, built with its sqlite storage (cargo install, ~10-15
 #     min once; cached in ~/.cache/recalloc/tansu-<version>)
 # Idempotent: a second run does nothing.
@@ -22,5 +24,7 @@ if [ ! -x "$RECALLOC_TANSU_BIN" ]; then
     || die "cargo install tansu failed; see $cache/tansu-install.log"
   rm -rf "$cache/tansu-build"
 fi
+bash "$root/deploy/local/libtorch.sh"
+bash "$root/deploy/local/model.sh"
 say "redis-server: $(command -v redis-server)"
 say "tansu: $RECALLOC_TANSU_BIN"

@@ -1,6 +1,7 @@
 //! `recalloc`: the user's hands on the cluster. Addresses come from the same layered config the
 //! services read (defaults → `--config`/`RECALLOC_CONFIG` → `RECALLOC_*`).
 
+mod embed;
 mod load;
 mod simulate;
 
@@ -50,6 +51,18 @@ enum Command {
     },
     /// Print counts from the cluster's state as one JSON object.
     Stats,
+    /// Encode texts with the running embed service; prints one JSON array of vectors, one per
+    /// text in order.
+    Embed {
+        /// Read texts from a file, one per line (an empty line is an empty text).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Embed gRPC address (default: embed.grpc_addr of the config).
+        #[arg(long)]
+        embed_addr: Option<SocketAddr>,
+        /// Texts to encode (after those of --file).
+        texts: Vec<String>,
+    },
     /// Empty the derived Redis state and rebuild it by replaying the Kafka topics.
     Rebuild,
     /// Replay a load trace (CSV `ts,value`) under the autoscaling policies and compare them.
@@ -159,8 +172,23 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             println!(
                 "{}",
-                serde_json::json!({"events": s.events, "users": s.users, "items": s.items, "ratings": s.ratings})
+                serde_json::json!({
+                    "events": s.events, "users": s.users, "items": s.items, "ratings": s.ratings,
+                    "embedded_items": s.embedded_items, "embedded_users": s.embedded_users,
+                })
             );
+        }
+        Command::Embed {
+            file,
+            embed_addr,
+            texts,
+        } => {
+            let mut all = match &file {
+                Some(f) => embed::read_lines(f)?,
+                None => Vec::new(),
+            };
+            all.extend(texts);
+            embed::run(embed_addr.unwrap_or(cfg.embed.grpc_addr), all).await?;
         }
         Command::Rebuild => {
             let pb = ProgressBar::new(0);

@@ -18,8 +18,7 @@ use recalloc_proto::v1::{Item, User};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
-pub const VECTOR_ITEMS: &str = "rc:vec:items";
-pub const VECTOR_USERS: &str = "rc:vec:users";
+pub use recalloc_ingest::state::{VECTOR_ITEMS, VECTOR_USERS};
 
 pub fn item_vector_key(item: &str) -> String {
     format!("{}:vec", item_key(item))

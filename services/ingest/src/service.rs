@@ -376,7 +376,8 @@ impl Ingest for IngestService {
             users: c.users,
             items: c.items,
             ratings: c.ratings,
-            ..Default::default()
+            embedded_items: c.embedded_items,
+            embedded_users: c.embedded_users,
         }))
     }
 }

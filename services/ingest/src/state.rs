@@ -12,6 +12,7 @@
 //! | `rc:users`, `rc:items` | set | every known user / item id |
 //! | `rc:popularity` | sorted set | item id → sum of kind weights of its events |
 //! | `rc:stats` | hash | `events`, `ratings` applied so far |
+//! | `rc:vec:items`, `rc:vec:users`, `rc:item:{i:<id>}:vec`, `rc:user:{u:<id>}:vec` | | vectors, written by the embed service (see its `store` module) |
 //! | `rc:deadletter` | list | the newest 1,000 records the featurizer could not decode or apply, as JSON |
 //!
 //! Each record is applied by one Lua script, atomically: the event's id is added to the user's
@@ -30,6 +31,9 @@ pub const ITEMS: &str = "rc:items";
 pub const POPULARITY: &str = "rc:popularity";
 pub const STATS: &str = "rc:stats";
 pub const DEADLETTER: &str = "rc:deadletter";
+/// Ids with a stored vector; written by the embed service (its `store` module has that layout).
+pub const VECTOR_ITEMS: &str = "rc:vec:items";
+pub const VECTOR_USERS: &str = "rc:vec:users";
 
 pub fn user_key(user: &str) -> String {
     format!("rc:user:{{u:{user}}}")
@@ -263,15 +267,26 @@ pub struct Counts {
     pub ratings: u64,
     pub users: u64,
     pub items: u64,
+    pub embedded_items: u64,
+    pub embedded_users: u64,
 }
 
 /// Reads the counts in one round trip.
 pub async fn counts(con: &mut ConnectionManager) -> redis::RedisResult<Counts> {
-    let (events, ratings, users, items): (Option<u64>, Option<u64>, u64, u64) = redis::pipe()
+    let (events, ratings, users, items, embedded_items, embedded_users): (
+        Option<u64>,
+        Option<u64>,
+        u64,
+        u64,
+        u64,
+        u64,
+    ) = redis::pipe()
         .hget(STATS, "events")
         .hget(STATS, "ratings")
         .scard(USERS)
         .scard(ITEMS)
+        .scard(VECTOR_ITEMS)
+        .scard(VECTOR_USERS)
         .query_async(con)
         .await?;
     Ok(Counts {
@@ -279,6 +294,8 @@ pub async fn counts(con: &mut ConnectionManager) -> redis::RedisResult<Counts> {
         ratings: ratings.unwrap_or(0),
         users,
         items,
+        embedded_items,
+        embedded_users,
     })
 }
 
