@@ -64,6 +64,17 @@ pub fn tansu_bin() -> PathBuf {
     p
 }
 
+/// The model directory `make model` fills.
+pub fn model_dir() -> PathBuf {
+    let p = repo_root().join("models/all-MiniLM-L6-v2");
+    assert!(
+        p.join("model.safetensors").is_file(),
+        "{} missing: run `make model` (make test does)",
+        p.display()
+    );
+    p
+}
+
 /// The repository root (for the bundled data).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -162,9 +173,12 @@ pub struct Cluster {
     pub broker: Option<Proc>,
     pub ingest: Option<Proc>,
     pub featurizer: Option<Proc>,
+    pub embed: Option<Proc>,
     pub ingest_grpc: SocketAddr,
     pub ingest_http: SocketAddr,
     pub featurizer_http: SocketAddr,
+    pub embed_grpc: SocketAddr,
+    pub embed_http: SocketAddr,
     /// Extra `RECALLOC_*` settings for every service.
     pub extra_env: Vec<(String, String)>,
 }
@@ -196,9 +210,12 @@ impl Cluster {
             broker: None,
             ingest: None,
             featurizer: None,
+            embed: None,
             ingest_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             ingest_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             featurizer_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            embed_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            embed_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra_env: Vec::new(),
             dir,
         };
@@ -276,6 +293,18 @@ impl Cluster {
                 "RECALLOC_FEATURIZER_METRICS_ADDR".into(),
                 self.featurizer_http.to_string(),
             ),
+            (
+                "RECALLOC_EMBED_GRPC_ADDR".into(),
+                self.embed_grpc.to_string(),
+            ),
+            (
+                "RECALLOC_EMBED_METRICS_ADDR".into(),
+                self.embed_http.to_string(),
+            ),
+            (
+                "RECALLOC_EMBED_MODEL_DIR".into(),
+                model_dir().display().to_string(),
+            ),
             ("RUST_LOG".into(), "info".into()),
         ];
         env.extend(self.extra_env.iter().cloned());
@@ -312,6 +341,47 @@ impl Cluster {
             self.featurizer_http,
             self.featurizer.as_mut().unwrap(),
             Duration::from_secs(60),
+        )
+    }
+
+    /// Starts the embed service (model loaded, Redis and broker reachable).
+    pub fn start_embed(&mut self) -> Result<()> {
+        let p = self.spawn_service("embed", "recalloc-embed")?;
+        self.embed = Some(p);
+        wait_ready(
+            self.embed_http,
+            self.embed.as_mut().unwrap(),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Starts the embed service with extra settings and returns it without waiting (for tests
+    /// of startup failures).
+    pub fn spawn_embed_with(&self, env: &[(&str, &str)]) -> Result<Proc> {
+        let mut c = self.env();
+        c.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut cmd = Command::new(bin("recalloc-embed"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RECALLOC_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(c);
+        let n = std::fs::read_dir(self.dir.path())?.count();
+        Proc::spawn("embed", cmd, self.dir.path().join(format!("embed-{n}.log")))
+    }
+
+    pub async fn embed_client(
+        &self,
+    ) -> Result<recalloc_proto::v1::embedder_client::EmbedderClient<tonic::transport::Channel>>
+    {
+        Ok(
+            recalloc_proto::v1::embedder_client::EmbedderClient::connect(format!(
+                "http://{}",
+                self.embed_grpc
+            ))
+            .await?
+            .max_decoding_message_size(64 << 20),
         )
     }
 
@@ -410,8 +480,18 @@ pub async fn snapshot(
         for ((k, t), v) in chunk.iter().zip(&types).zip(values) {
             let text = match t.as_str() {
                 "hash" => {
-                    let mut h: BTreeMap<String, String> = redis::from_redis_value(&v)?;
+                    // Values may be binary (stored vectors): compare them as hex then.
+                    let mut h: BTreeMap<String, Vec<u8>> = redis::from_redis_value(&v)?;
                     h.retain(|f, _| !skip.contains(&f.as_str()));
+                    let h: BTreeMap<String, String> = h
+                        .into_iter()
+                        .map(|(f, v)| {
+                            let text = String::from_utf8(v).unwrap_or_else(|e| {
+                                e.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+                            });
+                            (f, text)
+                        })
+                        .collect();
                     format!("{h:?}")
                 }
                 "set" => {

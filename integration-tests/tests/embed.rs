@@ -1,0 +1,452 @@
+//! The embed service against the real model, Redis and broker: the API and its errors, batching
+//! under concurrency, back-pressure, the worker's idempotent re-consumption, the sweep, profile
+//! fusion through the API, and a missing model.
+
+use recalloc_integration_tests::{Cluster, http_get, snapshot};
+use recalloc_proto::v1::{
+    EmbedRequest, Event, EventKind, GetEmbedModelInfoRequest, GetItemVectorRequest,
+    GetUserProfileRequest, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+use tonic::Code;
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    d / (n(a) * n(b))
+}
+
+fn texts(v: &[&str]) -> EmbedRequest {
+    EmbedRequest {
+        texts: v.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embed_api_answers_in_order_and_names_bad_fields() {
+    let mut c = Cluster::infra().unwrap();
+    c.extra_env = vec![
+        ("RECALLOC_EMBED_MAX_REQUEST_TEXTS".into(), "100".into()),
+        ("RECALLOC_EMBED_MAX_TEXT_BYTES".into(), "1000".into()),
+    ];
+    c.start_embed().unwrap();
+    let mut client = c.embed_client().await.unwrap();
+
+    let info = client
+        .get_model_info(GetEmbedModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.model.as_str(), info.dimension, info.max_seq_length),
+        ("all-MiniLM-L6-v2", 384, 256)
+    );
+
+    let r = client
+        .embed(texts(&["a book about whales", "", "a book about whales"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.model.as_str(), r.dimension), ("all-MiniLM-L6-v2", 384));
+    assert_eq!(r.vectors.len(), 3);
+    assert!(r.vectors.iter().all(|v| v.values.len() == 384));
+    assert!(cosine(&r.vectors[0].values, &r.vectors[2].values) > 0.99999);
+    assert!(cosine(&r.vectors[0].values, &r.vectors[1].values) < 0.9);
+
+    // Concurrent callers, each with its own texts, get their own vectors in their order: each
+    // equals the vector of the same text encoded alone.
+    let singles: Vec<String> = (0..24)
+        .map(|i| format!("title number {i} {}", "word ".repeat(i % 9)))
+        .collect();
+    let mut alone = Vec::new();
+    for t in &singles {
+        alone.push(
+            client
+                .embed(texts(&[t]))
+                .await
+                .unwrap()
+                .into_inner()
+                .vectors[0]
+                .values
+                .clone(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for caller in 0..8 {
+        let mut client = client.clone();
+        let mine: Vec<String> = (0..24)
+            .map(|k| singles[(k * 5 + caller) % 24].clone())
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .embed(EmbedRequest {
+                    texts: mine.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (caller, r.vectors)
+        }));
+    }
+    for t in tasks {
+        let (caller, vectors) = t.await.unwrap();
+        for (k, v) in vectors.iter().enumerate() {
+            let want = &alone[(k * 5 + caller) % 24];
+            assert!(
+                cosine(&v.values, want) > 0.99999,
+                "caller {caller} text {k}"
+            );
+        }
+    }
+
+    let e = client.embed(texts(&[])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("texts: "), "{}", e.message());
+    let many = vec!["x"; 101];
+    let e = client.embed(texts(&many)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("texts") && e.message().contains("100"),
+        "{}",
+        e.message()
+    );
+    let long = "y".repeat(1001);
+    let e = client.embed(texts(&["ok", &long])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("texts[1]: 1001 bytes"),
+        "{}",
+        e.message()
+    );
+
+    let e = client
+        .get_item_vector(GetItemVectorRequest {
+            item_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("item_id"));
+    let e = client
+        .get_item_vector(GetItemVectorRequest {
+            item_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = client
+        .get_user_profile(GetUserProfileRequest {
+            user_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // The service still answers after the errors, and its metrics show the batching.
+    assert_eq!(
+        client
+            .embed(texts(&["still fine"]))
+            .await
+            .unwrap()
+            .into_inner()
+            .vectors
+            .len(),
+        1
+    );
+    let (status, metrics) = http_get(c.embed_http, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for m in [
+        "recalloc_embed_texts_total",
+        "recalloc_embed_batches_total",
+        "recalloc_embed_queue_depth",
+        "recalloc_embed_batch_duration_seconds",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from /metrics");
+    }
+    assert_eq!(
+        c.embed.as_mut().unwrap().terminate().map(|s| s.success()),
+        Some(true),
+        "SIGTERM exits 0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_resource_exhausted_and_loses_nothing_accepted() {
+    let mut c = Cluster::infra().unwrap();
+    c.extra_env = vec![
+        ("RECALLOC_EMBED_QUEUE_CAPACITY".into(), "64".into()),
+        ("RECALLOC_EMBED_WORKERS".into(), "1".into()),
+        ("RECALLOC_EMBED_MAX_BATCH_SIZE".into(), "8".into()),
+    ];
+    c.start_embed().unwrap();
+    let client = c.embed_client().await.unwrap();
+    let text = "a long text ".repeat(40);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut client = client.clone();
+        let req = EmbedRequest {
+            texts: vec![text.clone(); 40],
+        };
+        tasks.push(tokio::spawn(async move { client.embed(req).await }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => {
+                assert_eq!(r.into_inner().vectors.len(), 40);
+                ok += 1;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+                assert!(s.message().contains("capacity 64"), "{}", s.message());
+                refused += 1;
+            }
+        }
+    }
+    assert!(ok >= 1 && refused >= 1, "ok {ok} refused {refused}");
+    let mut client = client.clone();
+    assert_eq!(
+        client
+            .embed(texts(&["room again"]))
+            .await
+            .unwrap()
+            .into_inner()
+            .vectors
+            .len(),
+        1
+    );
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn vector_state(c: &Cluster) -> BTreeMap<String, String> {
+    let mut con = c.redis_con().await.unwrap();
+    snapshot(&mut con, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(":vec") || k.starts_with("rc:vec:"))
+        .collect()
+}
+
+async fn wait_embedded(c: &Cluster, items: u64, users: u64) {
+    let mut con = c.redis_con().await.unwrap();
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (i, u): (u64, u64) = redis::pipe()
+            .scard("rc:vec:items")
+            .scard("rc:vec:users")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if i >= items && u >= users {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "embedded items {i}/{items} users {u}/{users}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_embeds_items_and_users_once_and_profiles_fuse_them() {
+    let mut c = Cluster::start().unwrap();
+    c.extra_env = vec![("RECALLOC_EMBED_SWEEP_INTERVAL_S".into(), "1".into())];
+    c.start_embed().unwrap();
+    let mut ingest = c.grpc().await.unwrap();
+    let items: Vec<Item> = (0..40)
+        .map(|i| Item {
+            item_id: format!("b{i}"),
+            title: format!(
+                "Book {i}: a story of {}",
+                ["whales", "war", "love", "space"][i % 4]
+            ),
+            description: if i % 3 == 0 {
+                "a classic".into()
+            } else {
+                String::new()
+            },
+            tags: vec!["fiction".into()],
+            attributes: HashMap::new(),
+        })
+        .collect();
+    ingest
+        .upsert_items(UpsertItemsRequest {
+            items: items.clone(),
+        })
+        .await
+        .unwrap();
+    let users: Vec<User> = (0..5)
+        .map(|u| User {
+            user_id: format!("u{u}"),
+            profile_text: format!("I like stories about {}", ["whales", "space"][u % 2]),
+            attributes: HashMap::new(),
+        })
+        .collect();
+    ingest
+        .upsert_users(UpsertUsersRequest { users })
+        .await
+        .unwrap();
+    let t = now_ms() - 60_000;
+    // Events on b0..b3 by u0, and one on "blank", an item known only from an event: it has no
+    // text, so it gets no vector (and the sweep leaves it alone).
+    let events: Vec<Event> = (0..5)
+        .map(|k| Event {
+            event_id: format!("e{k}"),
+            user_id: if k < 4 { "u0" } else { "u9" }.into(),
+            item_id: if k < 4 { format!("b{k}") } else { "blank".into() },
+            kind: EventKind::Purchase as i32,
+            value: None,
+            timestamp_ms: t + k as i64 * 1000,
+            context: HashMap::new(),
+        })
+        .collect();
+    ingest
+        .record_events(RecordEventsRequest { events })
+        .await
+        .unwrap();
+    wait_embedded(&c, 40, 5).await;
+
+    // Stored item vectors are the model's vectors of the item text (f16 storage).
+    let mut embed = c.embed_client().await.unwrap();
+    let v = embed
+        .get_item_vector(GetItemVectorRequest {
+            item_id: "b3".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let direct = embed
+        .embed(texts(&["Book 3: a story of space. a classic. fiction"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cosine(&v.vector.unwrap().values, &direct.vectors[0].values) > 0.9999);
+    assert_eq!(
+        embed
+            .get_item_vector(GetItemVectorRequest {
+                item_id: "blank".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // The fused profile of u0 uses the four purchased items and their text; u1 has text only.
+    let mut con = c.redis_con().await.unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    let p = loop {
+        let p = embed
+            .get_user_profile(GetUserProfileRequest {
+                user_id: "u0".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if p.items_used == 4 {
+            break p;
+        }
+        assert!(Instant::now() < end, "profile used {} items", p.items_used);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let fused = p.fused.unwrap().values;
+    let text = p.text_vector.unwrap().values;
+    let behaviour = p.behaviour_vector.unwrap().values;
+    // β = 0.3 by default: fused ∝ 0.3·text + 0.7·behaviour.
+    let mut expect: Vec<f32> = text
+        .iter()
+        .zip(&behaviour)
+        .map(|(t, b)| 0.3 * t + 0.7 * b)
+        .collect();
+    let n = expect.iter().map(|x| x * x).sum::<f32>().sqrt();
+    expect.iter_mut().for_each(|x| *x /= n);
+    assert!(cosine(&fused, &expect) > 0.99999);
+    let p1 = embed
+        .get_user_profile(GetUserProfileRequest {
+            user_id: "u1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.items_used, 0);
+    assert!(cosine(&p1.fused.unwrap().values, &p1.text_vector.unwrap().values) > 0.99999);
+
+    // Stats count what has a vector.
+    let out = c.cli(&["stats"]).unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["embedded_items"], 40, "{stats}");
+    assert_eq!(stats["embedded_users"], 5, "{stats}");
+
+    // Kill -9 and restart with a new consumer group, which replays both topics from offset 0:
+    // nothing changes, byte for byte.
+    let before = vector_state(&c).await;
+    c.embed.as_mut().unwrap().kill9();
+    c.extra_env
+        .push(("RECALLOC_EMBED_GROUP_ID".into(), "replay".into()));
+    c.start_embed().unwrap();
+    let mut lag_zero = false;
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end && !lag_zero {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, m) = http_get(c.embed_http, "/metrics").unwrap();
+        let consumed: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("recalloc_embed_records_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        lag_zero = consumed >= 45;
+    }
+    assert!(lag_zero, "the replay consumed every record");
+    assert_eq!(vector_state(&c).await, before, "replay changed nothing");
+
+    // Losing the vectors (a wiped Redis) is repaired by the sweep from the entity state.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rc:*vec*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    wait_embedded(&c, 40, 5).await;
+    let after = vector_state(&c).await;
+    assert_eq!(after.len(), before.len());
+    // Same text and model, so the same stored bytes (only updated_at may differ: none here).
+    assert_eq!(after, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_model_stops_the_service_with_the_path_and_the_fix() {
+    let c = Cluster::infra().unwrap();
+    let mut p = c
+        .spawn_embed_with(&[("RECALLOC_EMBED_MODEL_DIR", "/nonexistent/minilm")])
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while p.is_running() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!p.is_running(), "the service must exit");
+    let log = p.log();
+    assert!(
+        log.contains("/nonexistent/minilm") && log.contains("make model"),
+        "{log}"
+    );
+    let mut p = c
+        .spawn_embed_with(&[("RECALLOC_EMBED_STORAGE", "q4")])
+        .unwrap();
+    while p.is_running() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(p.log().contains("embed.storage"), "{}", p.log());
+}
