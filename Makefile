@@ -21,11 +21,11 @@ model:
 install:
 	bash deploy/local/install.sh
 
-## Start the local cluster, load the bundled goodbooks subset, print the state's counts.
+## Start the local cluster, load the bundled goodbooks subset, embed the books, print the counts.
 demo: build up
 	$(CLI) load goodbooks $(DEMO_DATA)
-	@echo "waiting for the featurizer to catch up…"
-	@prev=""; for i in $$(seq 60); do cur=$$($(CLI) stats); [ "$$cur" = "$$prev" ] && break; prev=$$cur; sleep 2; done
+	@echo "waiting for the featurizer and the embed worker to catch up…"
+	@prev=""; for i in $$(seq 150); do cur=$$($(CLI) stats); [ "$$cur" = "$$prev" ] && break; prev=$$cur; sleep 3; done
 	$(CLI) stats
 	@echo "the cluster is still up: 'make down' stops it"
 
@@ -46,8 +46,11 @@ down:
 reset: down
 	rm -rf .local
 
+## Benchmarks against their references, measured in the same run; rows go to bench/results.md.
 bench: build install
+	cargo build --release --examples
 	bash bench/ingest.sh
+	bash bench/embed.sh
 
 lint: deps
 	cargo fmt --all -- --check

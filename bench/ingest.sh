@@ -53,22 +53,6 @@ read -r raw n size <"$w/raw.txt"
 ratio=$(python3 -c "print(f'{$ours / $raw:.2f}')")
 line="| $(date -u +%Y-%m-%d) | $(nproc) cores | $n events, ${size} B each | $ours | $raw | $ratio |"
 echo "ingest: ours $ours events/s, raw librdkafka $raw msgs/s, ratio $ratio (goal >= 0.5)"
-f=bench/results.md
-if [ ! -f $f ]; then
-  cat >$f <<'MD'
-# Benchmark results
-
-Measured by `make bench` on the machine named; each row compares against its reference measured
-in the same run on the same broker.
-
-## Ingest: acknowledged events per second
-
-gRPC client (`recalloc load goodbooks`, 2,000 events per call, 2 in flight) → ingest → tansu,
-against Python `confluent-kafka` (librdkafka, acks=all, idempotent) producing the same records
-straight to the broker. Goal: ratio ≥ 0.5.
-
-| date | machine | messages | ours (events/s) | raw producer (msgs/s) | ratio |
-|---|---|---|---|---|---|
-MD
-fi
-echo "$line" >>$f
+python3 bench/results.py bench/results.md "## Ingest: acknowledged events per second" \
+  "gRPC client (\`recalloc load goodbooks\`, 2,000 events per call, 2 in flight) → ingest → tansu, against Python \`confluent-kafka\` (librdkafka, acks=all, idempotent) producing the same records straight to the broker. Goal: ratio ≥ 0.5." \
+  "| date | machine | messages | ours (events/s) | raw producer (msgs/s) | ratio |" "|---|---|---|---|---|---|" "$line"

@@ -302,7 +302,11 @@ async fn the_worker_embeds_items_and_users_once_and_profiles_fuse_them() {
         .map(|k| Event {
             event_id: format!("e{k}"),
             user_id: if k < 4 { "u0" } else { "u9" }.into(),
-            item_id: if k < 4 { format!("b{k}") } else { "blank".into() },
+            item_id: if k < 4 {
+                format!("b{k}")
+            } else {
+                "blank".into()
+            },
             kind: EventKind::Purchase as i32,
             value: None,
             timestamp_ms: t + k as i64 * 1000,

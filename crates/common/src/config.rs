@@ -249,7 +249,7 @@ impl Default for EmbedConfig {
             workers: 2,
             threads_per_worker: 1,
             max_batch_size: 64,
-            max_wait_ms: 5,
+            max_wait_ms: 2,
             queue_capacity: 8192,
             max_request_texts: 4096,
             max_text_bytes: 64 * 1024,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;

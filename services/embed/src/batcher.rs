@@ -52,7 +52,9 @@ pub struct BatchStats {
     pub duration: Duration,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, BatchError>>;
+/// What a caller eventually receives: its vectors in order, or why not.
+pub type Vectors = Result<Vec<Vec<f32>>, BatchError>;
+type Reply = oneshot::Sender<Vectors>;
 
 /// One caller's request: its results fill in as batches complete, in any order.
 struct Request {
@@ -150,7 +152,7 @@ impl Batcher {
     pub fn submit(
         &self,
         texts: Vec<Vec<i64>>,
-    ) -> Result<oneshot::Receiver<Result<Vec<Vec<f32>>, BatchError>>, BatchError> {
+    ) -> Result<oneshot::Receiver<Vectors>, BatchError> {
         let (tx, rx) = oneshot::channel();
         if texts.is_empty() {
             let _ = tx.send(Ok(Vec::new()));

@@ -127,10 +127,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stopped(),
-        );
+        .serve_with_incoming_shutdown(recalloc_common::net::incoming(listener), stopped());
     let http_task = tokio::spawn(http);
     let grpc_task = tokio::spawn(grpc);
 
