@@ -2,6 +2,7 @@
 //! services read (defaults → `--config`/`RECALLOC_CONFIG` → `RECALLOC_*`).
 
 mod embed;
+mod eval;
 mod load;
 mod simulate;
 
@@ -65,6 +66,17 @@ enum Command {
     },
     /// Empty the derived Redis state and rebuild it by replaying the Kafka topics.
     Rebuild,
+    /// Evaluate the ranking models offline on a data set's folds (no cluster needed).
+    Eval {
+        #[command(subcommand)]
+        dataset: EvalDataset,
+        /// Print one JSON object.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Training threads.
+        #[arg(long, default_value_t = 2, global = true)]
+        threads: usize,
+    },
     /// Replay a load trace (CSV `ts,value`) under the autoscaling policies and compare them.
     Simulate {
         #[arg(long)]
@@ -81,6 +93,17 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalDataset {
+    /// MovieLens folds u1–u5 (`uN.base`, `uN.test`: user item rating timestamp).
+    Movielens {
+        dir: PathBuf,
+        /// Implicit feedback on fold u1 (every rating an interaction): ranking metrics at 10.
+        #[arg(long)]
+        implicit: bool,
     },
 }
 
@@ -129,6 +152,18 @@ async fn run(cli: Cli) -> Result<()> {
     {
         // Offline: needs no cluster and no config.
         return simulate::run(trace, *capacity_per_pod, *startup, policy, *json);
+    }
+    if let Command::Eval {
+        dataset,
+        json,
+        threads,
+    } = &cli.command
+    {
+        return match dataset {
+            EvalDataset::Movielens { dir, implicit } => {
+                eval::movielens(dir, *implicit, *json, *threads)
+            }
+        };
     }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
@@ -208,7 +243,9 @@ async fn run(cli: Cli) -> Result<()> {
                 done.consumed, done.new_events
             );
         }
-        Command::Simulate { .. } => unreachable!("handled before the config is read"),
+        Command::Simulate { .. } | Command::Eval { .. } => {
+            unreachable!("handled before the config is read")
+        }
     }
     Ok(())
 }

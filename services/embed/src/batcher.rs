@@ -149,10 +149,7 @@ impl Batcher {
     }
 
     /// Queues one request's token sequences; the receiver yields their vectors in order.
-    pub fn submit(
-        &self,
-        texts: Vec<Vec<i64>>,
-    ) -> Result<oneshot::Receiver<Vectors>, BatchError> {
+    pub fn submit(&self, texts: Vec<Vec<i64>>) -> Result<oneshot::Receiver<Vectors>, BatchError> {
         let (tx, rx) = oneshot::channel();
         if texts.is_empty() {
             let _ = tx.send(Ok(Vec::new()));

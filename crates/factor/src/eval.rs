@@ -1,0 +1,219 @@
+//! Offline evaluations on folds of `user item value [timestamp]` files (MovieLens `uN.base` /
+//! `uN.test`): explicit rating error over folds u1–u5, implicit ranking quality on one fold.
+
+use crate::als::{self, AlsParams};
+use crate::data::{Csr, DataError, IdMap, Triple, read_triples};
+use crate::linalg::dot;
+use crate::metrics::{RankingAccumulator, RankingMetrics, rmse_mae};
+use crate::sgd::{self, SgdParams};
+use crate::topk::top_k;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FoldResult {
+    pub fold: String,
+    pub rmse: f64,
+    pub mae: f64,
+    pub fit_seconds: f64,
+    pub train: usize,
+    pub test: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExplicitReport {
+    pub model: &'static str,
+    pub rmse: f64,
+    pub mae: f64,
+    pub fit_seconds_per_fold: f64,
+    pub folds: Vec<FoldResult>,
+    pub params: SgdParams,
+}
+
+/// Train and test triples of one fold, sharing id maps.
+pub struct Fold {
+    pub name: String,
+    pub users: IdMap,
+    pub items: IdMap,
+    pub train: Vec<Triple>,
+    pub test: Vec<Triple>,
+}
+
+/// Reads `DIR/NAME.base` and `DIR/NAME.test`.
+pub fn read_fold(dir: &Path, name: &str) -> Result<Fold, DataError> {
+    let (mut users, mut items) = (IdMap::default(), IdMap::default());
+    let train = read_triples(&dir.join(format!("{name}.base")), &mut users, &mut items)?;
+    let (n_users, n_items) = (users.len(), items.len());
+    let test = read_triples(&dir.join(format!("{name}.test")), &mut users, &mut items)?;
+    // Ids first seen in the test file have no parameters; keep them distinguishable.
+    let _ = (n_users, n_items);
+    Ok(Fold {
+        name: name.to_owned(),
+        users,
+        items,
+        train,
+        test,
+    })
+}
+
+/// The folds `u1`…`u5` that exist in `dir` (at least one is required).
+pub fn fold_names(dir: &Path) -> Result<Vec<String>, DataError> {
+    let names: Vec<String> = (1..=5)
+        .map(|k| format!("u{k}"))
+        .filter(|n| {
+            dir.join(format!("{n}.base")).is_file() && dir.join(format!("{n}.test")).is_file()
+        })
+        .collect();
+    if names.is_empty() {
+        return Err(DataError::Read {
+            path: dir.join("u1.base").display().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no folds u1..u5 (.base and .test) in this directory",
+            ),
+        });
+    }
+    Ok(names)
+}
+
+/// Explicit MF over every fold: RMSE and MAE on the test file, fit time.
+pub fn explicit(dir: &Path, p: &SgdParams) -> Result<ExplicitReport, DataError> {
+    let mut folds = Vec::new();
+    for name in fold_names(dir)? {
+        let f = read_fold(dir, &name)?;
+        let (n_users, n_items) = (
+            f.train
+                .iter()
+                .map(|t| t.user)
+                .max()
+                .map_or(0, |m| m as usize + 1),
+            f.train
+                .iter()
+                .map(|t| t.item)
+                .max()
+                .map_or(0, |m| m as usize + 1),
+        );
+        let t0 = Instant::now();
+        let m = sgd::fit(&f.train, n_users, n_items, p);
+        let fit_seconds = t0.elapsed().as_secs_f64();
+        let (rmse, mae) = rmse_mae(f.test.iter().map(|t| {
+            (
+                m.predict(Some(t.user as usize), Some(t.item as usize)),
+                t.value,
+            )
+        }));
+        folds.push(FoldResult {
+            fold: name,
+            rmse,
+            mae,
+            fit_seconds,
+            train: f.train.len(),
+            test: f.test.len(),
+        });
+    }
+    let n = folds.len() as f64;
+    Ok(ExplicitReport {
+        model: "biased MF (SGD)",
+        rmse: folds.iter().map(|f| f.rmse).sum::<f64>() / n,
+        mae: folds.iter().map(|f| f.mae).sum::<f64>() / n,
+        fit_seconds_per_fold: folds.iter().map(|f| f.fit_seconds).sum::<f64>() / n,
+        folds,
+        params: *p,
+    })
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImplicitReport {
+    pub model: &'static str,
+    pub fold: String,
+    pub k: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub ndcg: f64,
+    pub map: f64,
+    pub users: usize,
+    pub fit_seconds: f64,
+    pub params: AlsParams,
+}
+
+/// Implicit ALS on one fold, every training rating an interaction of strength 1: ranking
+/// metrics at `k` on the test file with training items excluded.
+pub fn implicit(
+    dir: &Path,
+    fold: &str,
+    p: &AlsParams,
+    k: usize,
+) -> Result<ImplicitReport, DataError> {
+    let f = read_fold(dir, fold)?;
+    let train: Vec<Triple> = f
+        .train
+        .iter()
+        .map(|t| Triple { value: 1.0, ..*t })
+        .collect();
+    let n_users = f.users.len();
+    let n_items = f.items.len();
+    let by_user = Csr::build(&train, n_users, false);
+    let by_item = Csr::build(&train, n_items, true);
+    let t0 = Instant::now();
+    let m = als::fit(&by_user, &by_item, p);
+    let fit_seconds = t0.elapsed().as_secs_f64();
+    let metrics = rank_test(
+        &f.test,
+        &by_user,
+        |u, scores| {
+            let x = m.user_vector(u);
+            for (i, s) in scores.iter_mut().enumerate() {
+                *s = dot(x, m.item_vector(i));
+            }
+        },
+        n_items,
+        k,
+    );
+    Ok(ImplicitReport {
+        model: "implicit ALS (conjugate gradient)",
+        fold: fold.to_owned(),
+        k,
+        precision: metrics.precision,
+        recall: metrics.recall,
+        ndcg: metrics.ndcg,
+        map: metrics.map,
+        users: metrics.users,
+        fit_seconds,
+        params: *p,
+    })
+}
+
+/// Ranking metrics of a scorer: for each test user, scores of every item, training items
+/// excluded, top `k` against the user's test items.
+pub fn rank_test(
+    test: &[Triple],
+    train_by_user: &Csr,
+    score: impl Fn(usize, &mut [f32]),
+    n_items: usize,
+    k: usize,
+) -> RankingMetrics {
+    let mut relevant: HashMap<u32, HashSet<u32>> = HashMap::new();
+    for t in test {
+        relevant.entry(t.user).or_default().insert(t.item);
+    }
+    let mut users: Vec<u32> = relevant.keys().copied().collect();
+    users.sort_unstable();
+    let mut acc = RankingAccumulator::new(k);
+    let mut scores = vec![0f32; n_items];
+    for u in users {
+        let seen: HashSet<u32> = if (u as usize) < train_by_user.rows() {
+            score(u as usize, &mut scores);
+            train_by_user.row(u as usize).0.iter().copied().collect()
+        } else {
+            scores.iter_mut().for_each(|s| *s = 0.0);
+            HashSet::new()
+        };
+        let rec: Vec<u32> = top_k(&scores, k, |i| !seen.contains(&i))
+            .iter()
+            .map(|s| s.index)
+            .collect();
+        acc.add(&rec, &relevant[&u]);
+    }
+    acc.finish()
+}

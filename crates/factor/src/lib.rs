@@ -1,0 +1,12 @@
+//! Recommendation models as pure logic, no I/O beyond reading files: explicit biased MF by SGD
+//! ([`sgd`]), implicit ALS with fold-in ([`als`]), top-k selection ([`topk`]) and evaluation
+//! ([`metrics`], [`eval`]). The rank service trains and serves these; `recalloc eval` runs the
+//! offline comparisons.
+
+pub mod als;
+pub mod data;
+pub mod eval;
+pub mod linalg;
+pub mod metrics;
+pub mod sgd;
+pub mod topk;

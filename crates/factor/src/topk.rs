@@ -1,0 +1,89 @@
+//! Top-k selection over scores with exclusions: a bounded min-heap, O(n log k), no full sort.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub index: u32,
+    pub score: f32,
+}
+
+/// Reversed order so the heap's top is the weakest kept candidate. Ties go to the lower index.
+struct MinFirst(Scored);
+
+impl PartialEq for MinFirst {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for MinFirst {}
+impl PartialOrd for MinFirst {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for MinFirst {
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.0.score
+            .total_cmp(&self.0.score)
+            .then(self.0.index.cmp(&o.0.index))
+    }
+}
+
+/// The `k` highest scores (NaN never chosen) whose index `keep` accepts, best first.
+pub fn top_k(scores: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<Scored> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<MinFirst> = BinaryHeap::with_capacity(k + 1);
+    for (i, &s) in scores.iter().enumerate() {
+        if s.is_nan() {
+            continue;
+        }
+        if heap.len() == k && s <= heap.peek().expect("full heap").0.score {
+            continue;
+        }
+        if !keep(i as u32) {
+            continue;
+        }
+        heap.push(MinFirst(Scored {
+            index: i as u32,
+            score: s,
+        }));
+        if heap.len() > k {
+            heap.pop();
+        }
+    }
+    let mut out: Vec<Scored> = heap.into_iter().map(|m| m.0).collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn equals_a_full_sort(scores in proptest::collection::vec(-100i32..100, 0..200), k in 0usize..30) {
+            let scores: Vec<f32> = scores.into_iter().map(|s| s as f32).collect();
+            let keep = |i: u32| i % 3 != 0;
+            let got: Vec<u32> = top_k(&scores, k, keep).iter().map(|s| s.index).collect();
+            let mut all: Vec<(f32, u32)> = scores.iter().enumerate()
+                .filter(|(i, _)| keep(*i as u32)).map(|(i, s)| (*s, i as u32)).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let want: Vec<u32> = all.iter().take(k).map(|x| x.1).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn nan_and_k_beyond_the_catalogue() {
+        let s = [1.0, f32::NAN, 3.0];
+        let got = top_k(&s, 10, |_| true);
+        assert_eq!(got.iter().map(|x| x.index).collect::<Vec<_>>(), vec![2, 0]);
+        assert!(top_k(&s, 0, |_| true).is_empty());
+    }
+}
