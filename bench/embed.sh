@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/local/env.sh
 venv=$(bash bench/peers-venv.sh)
+# Throughput is measured on an idle machine: a running cluster's embed worker may be busy (e.g.
+# with the books the ingest benchmark just loaded). It is started again for the latency part.
+bash deploy/local/down.sh >/dev/null 2>&1
 w=$(mktemp -d); trap 'rm -rf $w' EXIT
 python3 - "$w/titles.txt" <<'PY'
 import csv, sys

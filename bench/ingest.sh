@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 source deploy/local/env.sh
 py=$(bash deploy/local/pyenv.sh)
 bash deploy/local/up.sh >/dev/null
+# The embed worker would embed the loaded books meanwhile and take CPU from the measurement.
+bash deploy/local/down.sh embed
 cli=$bin/recalloc
 w=$(mktemp -d); trap 'rm -rf $w' EXIT
 "$RECALLOC_TANSU_BIN" topic create --broker "tcp://127.0.0.1:$kafka_port" --partitions "$partitions" recalloc.bench.v1 >/dev/null 2>&1 || true

@@ -15,5 +15,7 @@ stop() {
   fi
   rm -f "$f"
 }
+# `down.sh NAME…` stops only the named processes (the benchmarks use it).
+if [ $# -gt 0 ]; then for s in "$@"; do stop "$s"; done; exit 0; fi
 for s in ingest embed featurizer tansu redis; do stop $s; done
 exit 0
