@@ -376,7 +376,7 @@ mod tests {
         let mut t = Vec::new();
         for user in 0..20u32 {
             for item in 0..10u32 {
-                if (user < 10) == (item < 5) && (user + item) % 3 != 0 {
+                if (user < 10) == (item < 5) && !(user + item).is_multiple_of(3) {
                     t.push(Triple {
                         user,
                         item,

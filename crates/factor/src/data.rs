@@ -154,7 +154,7 @@ pub fn read_triples(
             continue;
         }
         let f: Vec<&str> = line
-            .split(|c: char| c == '\t' || c == ',' || c == ' ')
+            .split(['\t', ',', ' '])
             .filter(|s| !s.is_empty())
             .collect();
         let bad = |reason: String| DataError::Parse {

@@ -69,7 +69,7 @@ mod tests {
         #[test]
         fn equals_a_full_sort(scores in proptest::collection::vec(-100i32..100, 0..200), k in 0usize..30) {
             let scores: Vec<f32> = scores.into_iter().map(|s| s as f32).collect();
-            let keep = |i: u32| i % 3 != 0;
+            let keep = |i: u32| !i.is_multiple_of(3);
             let got: Vec<u32> = top_k(&scores, k, keep).iter().map(|s| s.index).collect();
             let mut all: Vec<(f32, u32)> = scores.iter().enumerate()
                 .filter(|(i, _)| keep(*i as u32)).map(|(i, s)| (*s, i as u32)).collect();

@@ -1,6 +1,10 @@
 //! Dynamic batching: callers' texts wait in one bounded queue; inference threads take batches of
 //! up to `max_batch` texts once that many are waiting or the oldest has waited `max_wait`.
 //!
+//! Two classes share the threads: callers' requests ([`Priority::Interactive`]) are always taken
+//! before background work ([`Priority::Background`], the worker re-embedding items), so a backlog
+//! of catalogue updates delays a caller by at most the one batch already running.
+//!
 //! A batch is padded to its longest member, so a batch mixing a 5-token title with a 256-token
 //! description costs 64 × 256 positions. Each batch therefore takes the oldest waiting text (no
 //! starvation) plus the waiting texts nearest to it in length (length bucketing).
@@ -32,11 +36,18 @@ pub trait BatchEncoder: Send + 'static {
     fn encode(&mut self, batch: &[&[i64]]) -> Result<Vec<Vec<f32>>, String>;
 }
 
+/// Which queue a request waits in; interactive work always goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Interactive,
+    Background,
+}
+
 #[derive(Debug, Clone)]
 pub struct BatcherConfig {
     pub max_batch: usize,
     pub max_wait: Duration,
-    /// Most texts waiting at once.
+    /// Most texts waiting at once, per priority class.
     pub queue_capacity: usize,
     /// Inference threads.
     pub workers: usize,
@@ -88,8 +99,29 @@ struct Pending {
 }
 
 struct Queue {
-    items: VecDeque<Pending>,
+    interactive: VecDeque<Pending>,
+    background: VecDeque<Pending>,
     closed: bool,
+}
+
+impl Queue {
+    fn class(&mut self, p: Priority) -> &mut VecDeque<Pending> {
+        match p {
+            Priority::Interactive => &mut self.interactive,
+            Priority::Background => &mut self.background,
+        }
+    }
+    /// The queue to serve next: interactive whenever it has anything.
+    fn next_class(&mut self) -> &mut VecDeque<Pending> {
+        if self.interactive.is_empty() {
+            &mut self.background
+        } else {
+            &mut self.interactive
+        }
+    }
+    fn len(&self) -> usize {
+        self.interactive.len() + self.background.len()
+    }
 }
 
 struct Shared {
@@ -120,7 +152,8 @@ impl Batcher {
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                items: VecDeque::new(),
+                interactive: VecDeque::new(),
+                background: VecDeque::new(),
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -148,8 +181,17 @@ impl Batcher {
         })
     }
 
-    /// Queues one request's token sequences; the receiver yields their vectors in order.
+    /// Queues one caller's token sequences; the receiver yields their vectors in order.
     pub fn submit(&self, texts: Vec<Vec<i64>>) -> Result<oneshot::Receiver<Vectors>, BatchError> {
+        self.submit_with(Priority::Interactive, texts)
+    }
+
+    /// Queues token sequences in the given priority class.
+    pub fn submit_with(
+        &self,
+        priority: Priority,
+        texts: Vec<Vec<i64>>,
+    ) -> Result<oneshot::Receiver<Vectors>, BatchError> {
         let (tx, rx) = oneshot::channel();
         if texts.is_empty() {
             let _ = tx.send(Ok(Vec::new()));
@@ -168,14 +210,15 @@ impl Batcher {
         let capacity = self.shared.cfg.queue_capacity;
         // A request larger than the whole queue still goes through when the queue is empty, so
         // the limit bounds memory without making big requests impossible.
-        if !q.items.is_empty() && q.items.len() + n > capacity {
+        let queue = q.class(priority);
+        if !queue.is_empty() && queue.len() + n > capacity {
             return Err(BatchError::Overloaded {
-                waiting: q.items.len(),
+                waiting: queue.len(),
                 capacity,
             });
         }
         let now = Instant::now();
-        q.items.extend(
+        queue.extend(
             texts
                 .into_iter()
                 .enumerate()
@@ -193,7 +236,7 @@ impl Batcher {
 
     /// Texts waiting now.
     pub fn queue_depth(&self) -> usize {
-        self.shared.queue.lock().expect("queue lock").items.len()
+        self.shared.queue.lock().expect("queue lock").len()
     }
 
     pub fn config(&self) -> &BatcherConfig {
@@ -222,11 +265,13 @@ fn worker(shared: &Shared, encoder: &mut dyn BatchEncoder, on_batch: &dyn Fn(Bat
         let (batch, depth) = {
             let mut q = shared.queue.lock().expect("queue lock");
             loop {
-                if !q.items.is_empty() {
-                    let oldest = q.items[0].enqueued;
+                let closed = q.closed;
+                let next = q.next_class();
+                if !next.is_empty() {
+                    let oldest = next[0].enqueued;
                     let deadline = oldest + cfg.max_wait;
                     let now = Instant::now();
-                    if q.items.len() >= cfg.max_batch || q.closed || now >= deadline {
+                    if next.len() >= cfg.max_batch || closed || now >= deadline {
                         break;
                     }
                     q = shared
@@ -240,8 +285,8 @@ fn worker(shared: &Shared, encoder: &mut dyn BatchEncoder, on_batch: &dyn Fn(Bat
                     q = shared.ready.wait(q).expect("queue lock");
                 }
             }
-            let batch = take_batch(&mut q.items, cfg.max_batch);
-            (batch, q.items.len())
+            let batch = take_batch(q.next_class(), cfg.max_batch);
+            (batch, q.len())
         };
         // Others may be able to start a batch from what is left.
         shared.ready.notify_one();
@@ -335,7 +380,10 @@ mod tests {
         }
     }
 
-    fn start(cfg: BatcherConfig, delay: Duration) -> (Arc<Batcher>, Arc<Mutex<Vec<Vec<usize>>>>) {
+    /// Token lengths of each batch the fake encoder saw, in order.
+    type Seen = Arc<Mutex<Vec<Vec<usize>>>>;
+
+    fn start(cfg: BatcherConfig, delay: Duration) -> (Arc<Batcher>, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         let b = Batcher::start(
@@ -451,6 +499,25 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[tokio::test]
+    async fn interactive_requests_overtake_background_work() {
+        let (b, seen) = start(cfg(4, 1000, 1), Duration::from_millis(30));
+        // A background backlog of 10 batches (length 3), then one interactive request
+        // (length 7) while the first background batch runs.
+        let bg = b
+            .submit_with(Priority::Background, vec![vec![1; 3]; 40])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        let fg = b.submit(vec![vec![2; 7]; 4]).unwrap();
+        assert_eq!(fg.await.unwrap().unwrap().len(), 4);
+        let order: Vec<usize> = seen.lock().unwrap().iter().map(|b| b[0]).collect();
+        assert!(
+            order.len() <= 3 && order.last() == Some(&7),
+            "the interactive batch ran right after the one in progress: {order:?}"
+        );
+        assert_eq!(bg.await.unwrap().unwrap().len(), 40);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The encoder as the rest of the service sees it: texts in, vectors out. Owns the tokenizer,
 //! the model weights and the [`Batcher`] whose threads run inference.
 
-use crate::batcher::{BatchEncoder, BatchError, BatchStats, Batcher, BatcherConfig};
+use crate::batcher::{BatchEncoder, BatchError, BatchStats, Batcher, BatcherConfig, Priority};
 use crate::model::{self, BertEncoder, ModelError, ModelSpec};
 use crate::tokenize::TextTokenizer;
 use recalloc_common::Metrics;
@@ -120,9 +120,18 @@ impl Engine {
         self.batcher.config().max_batch
     }
 
-    /// Encodes texts (one vector each, in order). Tokenization runs on the blocking pool,
-    /// inference on the batcher's threads; this future only waits.
+    /// Encodes a caller's texts (one vector each, in order). Tokenization runs on the blocking
+    /// pool, inference on the batcher's threads; this future only waits.
     pub async fn encode(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EncodeError> {
+        self.encode_with(Priority::Interactive, texts).await
+    }
+
+    /// Like [`Engine::encode`] in the given priority class (the worker uses `Background`).
+    pub async fn encode_with(
+        &self,
+        priority: Priority,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, EncodeError> {
         if let Some((i, t)) = texts
             .iter()
             .enumerate()
@@ -152,7 +161,7 @@ impl Engine {
         })
         .await
         .map_err(|e| BatchError::Inference(format!("tokenizer task: {e}")))??;
-        let rx = self.batcher.submit(ids)?;
+        let rx = self.batcher.submit_with(priority, ids)?;
         self.metrics.set_gauge(
             QUEUE_DEPTH,
             QUEUE_DEPTH_HELP,

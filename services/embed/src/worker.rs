@@ -8,7 +8,7 @@
 //! Partitions are assigned statically with offsets in `embed.group_id` (see
 //! `recalloc_ingest::consume` for why).
 
-use crate::batcher::BatchError;
+use crate::batcher::{BatchError, Priority};
 use crate::engine::{EncodeError, Engine};
 use crate::store::{Target, VectorStore};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -41,12 +41,15 @@ pub enum WorkerError {
     Assign(String),
 }
 
-/// Encodes targets, waiting and retrying while the queue is full: the worker yields to API
-/// callers instead of failing.
+/// Encodes targets as background work (callers' requests go first), waiting and retrying while
+/// the background queue is full.
 async fn encode_patiently(engine: &Engine, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
     let mut backoff = Duration::from_millis(20);
     loop {
-        match engine.encode(texts.clone()).await {
+        match engine
+            .encode_with(Priority::Background, texts.clone())
+            .await
+        {
             Ok(v) => return Ok(v),
             Err(EncodeError::Batch(BatchError::Overloaded { .. })) => {
                 tokio::time::sleep(backoff).await;
