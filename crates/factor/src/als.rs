@@ -37,7 +37,7 @@ impl Default for AlsParams {
             factors: 64,
             iterations: 15,
             regularization: 0.05,
-            alpha: 2.0,
+            alpha: 0.25,
             cg_steps: 3,
             seed: 1,
             threads: 2,

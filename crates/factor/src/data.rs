@@ -47,7 +47,7 @@ pub struct Triple {
 }
 
 /// Compressed rows: row `r`'s columns are `indices[indptr[r]..indptr[r+1]]`, sorted.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Csr {
     pub indptr: Vec<usize>,
     pub indices: Vec<u32>,

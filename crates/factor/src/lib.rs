@@ -8,5 +8,6 @@ pub mod data;
 pub mod eval;
 pub mod linalg;
 pub mod metrics;
+pub mod model;
 pub mod sgd;
 pub mod topk;

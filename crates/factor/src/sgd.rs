@@ -34,9 +34,9 @@ impl Default for SgdParams {
             factors: 64,
             epochs: 25,
             learning_rate: 0.01,
-            regularization: 0.05,
+            regularization: 0.06,
             bias_regularization: 0.02,
-            init_std: 0.1,
+            init_std: 0.05,
             seed: 1,
             threads: 2,
         }

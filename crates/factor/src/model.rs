@@ -1,0 +1,785 @@
+//! A trained model as it is stored and served: the factors, the catalogue (ids, titles, tags),
+//! what each user was trained on, popularity, and (hybrid) the item text vectors and the ridge
+//! map from text to factors. Pure: the rank service loads it, the CLI evaluates it.
+//!
+//! Scores: explicit MF ranks by `b_i + p_u·q_i` (the user's own bias and μ do not change the
+//! order) and predicts `μ + b_u + b_i + p_u·q_i`; implicit ALS and hybrid rank and predict by
+//! `x_u·y_i`; text scores are cosines of MiniLM vectors.
+
+use crate::als::ImplicitModel;
+use crate::data::Csr;
+use crate::linalg::{cholesky_solve, dot, gram, mat_vec};
+use crate::sgd::ExplicitModel;
+use crate::topk::{Scored, top_k};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Algorithm {
+    ExplicitMf,
+    ImplicitAls,
+    Hybrid,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ExplicitMf => "explicit_mf",
+            Self::ImplicitAls => "implicit_als",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Everything a model needs to be served, in one serialisable value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Model {
+    pub version: String,
+    pub algorithm: Algorithm,
+    pub trained_at_ms: i64,
+    pub factors: usize,
+    pub user_ids: Vec<String>,
+    pub item_ids: Vec<String>,
+    pub titles: Vec<String>,
+    pub tags: Vec<Vec<String>>,
+    /// users × factors and items × factors, row-major.
+    pub user_factors: Vec<f32>,
+    pub item_factors: Vec<f32>,
+    /// Explicit MF only (empty otherwise).
+    pub global_mean: f32,
+    pub user_bias: Vec<f32>,
+    pub item_bias: Vec<f32>,
+    pub min_value: f32,
+    pub max_value: f32,
+    /// λ and α of the training, for fold-in and explanations.
+    pub regularization: f32,
+    pub alpha: f32,
+    /// The training interactions per user (values: ratings or strengths).
+    pub seen: Csr,
+    /// Item indices, most popular first.
+    pub popular: Vec<u32>,
+    /// Item text vectors (items × text_dim, unit length; zero rows for items without one).
+    pub text_dim: usize,
+    pub item_text: Vec<f32>,
+    /// Items whose factors were mapped from their text (no interactions in training).
+    pub cold_items: Vec<u32>,
+    /// Figures measured at training time (e.g. train RMSE, held-out NDCG).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl Model {
+    pub fn from_explicit(m: ExplicitModel, parts: Parts) -> Self {
+        Self {
+            factors: m.factors,
+            user_factors: m.user_factors,
+            item_factors: m.item_factors,
+            global_mean: m.global_mean,
+            user_bias: m.user_bias,
+            item_bias: m.item_bias,
+            min_value: m.min_value,
+            max_value: m.max_value,
+            ..Self::from_parts(Algorithm::ExplicitMf, parts)
+        }
+    }
+
+    pub fn from_implicit(m: ImplicitModel, algorithm: Algorithm, parts: Parts) -> Self {
+        Self {
+            factors: m.factors,
+            user_factors: m.user_factors,
+            item_factors: m.item_factors,
+            regularization: m.regularization,
+            alpha: m.alpha,
+            ..Self::from_parts(algorithm, parts)
+        }
+    }
+
+    fn from_parts(algorithm: Algorithm, p: Parts) -> Self {
+        Self {
+            version: p.version,
+            algorithm,
+            trained_at_ms: p.trained_at_ms,
+            factors: 0,
+            user_ids: p.user_ids,
+            item_ids: p.item_ids,
+            titles: p.titles,
+            tags: p.tags,
+            user_factors: Vec::new(),
+            item_factors: Vec::new(),
+            global_mean: 0.0,
+            user_bias: Vec::new(),
+            item_bias: Vec::new(),
+            min_value: f32::MIN,
+            max_value: f32::MAX,
+            regularization: p.regularization,
+            alpha: 0.0,
+            seen: p.seen,
+            popular: p.popular,
+            text_dim: p.text_dim,
+            item_text: p.item_text,
+            cold_items: Vec::new(),
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    pub fn items(&self) -> usize {
+        self.item_ids.len()
+    }
+    pub fn users(&self) -> usize {
+        self.user_ids.len()
+    }
+}
+
+/// What every model carries besides its factors.
+#[derive(Debug, Clone, Default)]
+pub struct Parts {
+    pub version: String,
+    pub trained_at_ms: i64,
+    pub user_ids: Vec<String>,
+    pub item_ids: Vec<String>,
+    pub titles: Vec<String>,
+    pub tags: Vec<Vec<String>>,
+    pub seen: Csr,
+    pub popular: Vec<u32>,
+    pub regularization: f32,
+    pub text_dim: usize,
+    pub item_text: Vec<f32>,
+}
+
+/// Ridge regression from text vectors to item factors, `W = (TᵀT + μI)⁻¹ TᵀY` over the items
+/// that have both; then every item with text but no interactions gets `y = Wᵀt`. Returns how
+/// many items were mapped. (The hybrid model's cold-start path.)
+pub fn map_text_to_factors(m: &mut Model, trained: &[bool], ridge: f64) -> usize {
+    let (d, k) = (m.text_dim, m.factors);
+    if d == 0 || m.item_text.len() != m.items() * d {
+        return 0;
+    }
+    let has_text = |i: usize| m.item_text[i * d..(i + 1) * d].iter().any(|v| *v != 0.0);
+    let train: Vec<usize> = (0..m.items())
+        .filter(|&i| trained[i] && has_text(i))
+        .collect();
+    if train.len() < 2 {
+        return 0;
+    }
+    let mut t = Vec::with_capacity(train.len() * d);
+    for &i in &train {
+        t.extend_from_slice(&m.item_text[i * d..(i + 1) * d]);
+    }
+    let mut a = gram(&t, d);
+    for j in 0..d {
+        a[j * d + j] += ridge;
+    }
+    // W column by column: (TᵀT + μI) w_c = Tᵀ y_c.
+    let mut w = vec![0f32; d * k];
+    for c in 0..k {
+        let mut b = vec![0f64; d];
+        for (row, &i) in train.iter().enumerate() {
+            let y = m.item_factors[i * k + c] as f64;
+            for j in 0..d {
+                b[j] += t[row * d + j] as f64 * y;
+            }
+        }
+        let Some(col) = cholesky_solve(&a, &b, d) else {
+            return 0;
+        };
+        for j in 0..d {
+            w[j * k + c] = col[j] as f32;
+        }
+    }
+    let mut mapped = Vec::new();
+    for i in 0..m.items() {
+        if trained[i] || !has_text(i) {
+            continue;
+        }
+        for c in 0..k {
+            let mut s = 0f32;
+            for j in 0..d {
+                s += m.item_text[i * d + j] * w[j * k + c];
+            }
+            m.item_factors[i * k + c] = s;
+        }
+        mapped.push(i as u32);
+    }
+    m.cold_items = mapped;
+    m.cold_items.len()
+}
+
+/// Which items a request may return.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub include_items: Vec<String>,
+    pub exclude_items: Vec<String>,
+    pub include_tags: Vec<String>,
+    pub exclude_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServeError {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("{0}")]
+    NotFound(String),
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ServeError {
+    ServeError::InvalidArgument {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Who a recommendation is for, once the service has resolved the user.
+#[derive(Debug, Clone)]
+pub enum Query {
+    /// A user of the model.
+    Known(u32),
+    /// Factors solved from a history (fold-in); `seen` are the history's items.
+    Folded { factors: Vec<f32>, seen: Vec<u32> },
+    /// Only a text vector (the user's profile text).
+    Text(Vec<f32>),
+    /// Nothing known.
+    Popular,
+}
+
+/// A model ready to serve: the stored value plus its lookup tables.
+pub struct Served {
+    pub model: Model,
+    user_index: HashMap<String, u32>,
+    item_index: HashMap<String, u32>,
+    tag_index: HashMap<String, Vec<u32>>,
+    item_norms: Vec<f32>,
+    /// (YᵀY + λI) for implicit fold-in and explanations, or (QᵀQ + λI) for explicit fold-in.
+    gram_reg: Vec<f64>,
+}
+
+impl Served {
+    pub fn new(model: Model) -> Self {
+        let user_index = model
+            .user_ids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.clone(), i as u32))
+            .collect();
+        let item_index = model
+            .item_ids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.clone(), i as u32))
+            .collect();
+        let mut tag_index: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, tags) in model.tags.iter().enumerate() {
+            for t in tags {
+                tag_index.entry(t.clone()).or_default().push(i as u32);
+            }
+        }
+        let k = model.factors.max(1);
+        let item_norms = model
+            .item_factors
+            .chunks_exact(k)
+            .map(|y| dot(y, y).sqrt())
+            .collect();
+        let mut gram_reg = gram(&model.item_factors, k);
+        for j in 0..k {
+            gram_reg[j * k + j] += model.regularization as f64;
+        }
+        Self {
+            model,
+            user_index,
+            item_index,
+            tag_index,
+            item_norms,
+            gram_reg,
+        }
+    }
+
+    pub fn user(&self, id: &str) -> Option<u32> {
+        self.user_index.get(id).copied()
+    }
+    pub fn item(&self, id: &str) -> Option<u32> {
+        self.item_index.get(id).copied()
+    }
+
+    fn k(&self) -> usize {
+        self.model.factors
+    }
+    fn user_vector(&self, u: u32) -> &[f32] {
+        let k = self.k();
+        &self.model.user_factors[u as usize * k..(u as usize + 1) * k]
+    }
+    fn item_vector(&self, i: u32) -> &[f32] {
+        let k = self.k();
+        &self.model.item_factors[i as usize * k..(i as usize + 1) * k]
+    }
+    fn text_vector(&self, i: u32) -> &[f32] {
+        let d = self.model.text_dim;
+        &self.model.item_text[i as usize * d..(i as usize + 1) * d]
+    }
+    fn explicit(&self) -> bool {
+        self.model.algorithm == Algorithm::ExplicitMf
+    }
+
+    /// Factors for a user outside the model from their history (item index, value): the exact
+    /// solve training would do with the item factors fixed. Explicit MF solves the user's
+    /// factors against the residuals `r − μ − b_i` (user bias left at 0).
+    pub fn fold_in(&self, history: &[(u32, f32)]) -> Vec<f32> {
+        let k = self.k();
+        let mut a = self.gram_reg.clone();
+        let mut b = vec![0f64; k];
+        if self.explicit() {
+            // (QᵀQ over the history + λI) p = Qᵀ (r − μ − b_i)
+            a = vec![0f64; k * k];
+            for j in 0..k {
+                a[j * k + j] = self.model.regularization.max(1e-3) as f64;
+            }
+            for &(i, r) in history {
+                let q = self.item_vector(i);
+                let resid = (r - self.model.global_mean - self.model.item_bias[i as usize]) as f64;
+                for p in 0..k {
+                    b[p] += resid * q[p] as f64;
+                    for s in 0..k {
+                        a[p * k + s] += q[p] as f64 * q[s] as f64;
+                    }
+                }
+            }
+        } else {
+            let alpha = self.model.alpha as f64;
+            for &(i, r) in history {
+                let y = self.item_vector(i);
+                let c = 1.0 + alpha * r as f64;
+                for p in 0..k {
+                    b[p] += c * y[p] as f64;
+                    for s in 0..k {
+                        a[p * k + s] += (c - 1.0) * y[p] as f64 * y[s] as f64;
+                    }
+                }
+            }
+        }
+        cholesky_solve(&a, &b, k)
+            .map(|x| x.into_iter().map(|v| v as f32).collect())
+            .unwrap_or_else(|| vec![0.0; k])
+    }
+
+    /// Resolves a filter to (allowed set or all, excluded set). Unknown ids are ignored; an
+    /// include list that names nothing in the catalogue is an error (it would silently return
+    /// nothing or everything).
+    fn resolve(&self, f: &Filter) -> Result<(Option<HashSet<u32>>, HashSet<u32>), ServeError> {
+        for (field, list) in [
+            ("filter.include_items", &f.include_items),
+            ("filter.exclude_items", &f.exclude_items),
+            ("filter.include_tags", &f.include_tags),
+            ("filter.exclude_tags", &f.exclude_tags),
+        ] {
+            if let Some(i) = list.iter().position(|s| s.trim().is_empty()) {
+                return Err(invalid(format!("{field}[{i}]"), "must not be empty"));
+            }
+        }
+        let include = if f.include_items.is_empty() && f.include_tags.is_empty() {
+            None
+        } else {
+            let mut set: HashSet<u32> = f
+                .include_items
+                .iter()
+                .filter_map(|i| self.item(i))
+                .collect();
+            for t in &f.include_tags {
+                set.extend(self.tag_index.get(t).into_iter().flatten());
+            }
+            if set.is_empty() {
+                let field = if f.include_items.is_empty() {
+                    "filter.include_tags"
+                } else {
+                    "filter.include_items"
+                };
+                return Err(invalid(field, "matches no item of the catalogue"));
+            }
+            Some(set)
+        };
+        let mut exclude: HashSet<u32> = f
+            .exclude_items
+            .iter()
+            .filter_map(|i| self.item(i))
+            .collect();
+        for t in &f.exclude_tags {
+            exclude.extend(self.tag_index.get(t).into_iter().flatten());
+        }
+        Ok((include, exclude))
+    }
+
+    /// The top `k` items for a query. `k` above the catalogue returns every allowed item.
+    pub fn recommend(
+        &self,
+        q: &Query,
+        k: usize,
+        exclude_seen: bool,
+        filter: &Filter,
+    ) -> Result<Vec<Scored>, ServeError> {
+        if k == 0 {
+            return Err(invalid("k", "must be at least 1"));
+        }
+        let (include, exclude) = self.resolve(filter)?;
+        let mut seen: HashSet<u32> = HashSet::new();
+        if exclude_seen {
+            match q {
+                Query::Known(u) => seen.extend(self.model.seen.row(*u as usize).0),
+                Query::Folded { seen: s, .. } => seen.extend(s),
+                _ => {}
+            }
+        }
+        let keep = |i: u32| {
+            !exclude.contains(&i)
+                && !seen.contains(&i)
+                && include.as_ref().is_none_or(|s| s.contains(&i))
+        };
+        let n = self.model.items();
+        let mut scores = vec![0f32; n];
+        match q {
+            Query::Known(u) => self.score_factors(self.user_vector(*u), &mut scores),
+            Query::Folded { factors, .. } => self.score_factors(factors, &mut scores),
+            Query::Text(v) => {
+                let d = self.model.text_dim;
+                if d == 0 || v.len() != d {
+                    return self.popular(k, keep);
+                }
+                mat_vec(&self.model.item_text, d, v, &mut scores);
+            }
+            Query::Popular => return self.popular(k, keep),
+        }
+        Ok(top_k(&scores, k, keep))
+    }
+
+    fn popular(&self, k: usize, keep: impl Fn(u32) -> bool) -> Result<Vec<Scored>, ServeError> {
+        let n = self.model.popular.len().max(1) as f32;
+        Ok(self
+            .model
+            .popular
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| keep(**i))
+            .take(k)
+            .map(|(rank, &index)| Scored {
+                index,
+                score: 1.0 - rank as f32 / n,
+            })
+            .collect())
+    }
+
+    fn score_factors(&self, x: &[f32], out: &mut [f32]) {
+        mat_vec(&self.model.item_factors, self.k(), x, out);
+        if self.explicit() {
+            out.iter_mut()
+                .zip(&self.model.item_bias)
+                .for_each(|(s, b)| *s += b);
+        }
+    }
+
+    /// Top-k for many known users at once: the scoring is one blocked pass over the item
+    /// factors for the whole batch (each block of items stays in cache for every user).
+    pub fn recommend_known_batch(&self, users: &[u32], k: usize) -> Vec<Vec<Scored>> {
+        let n = self.model.items();
+        let kf = self.k();
+        let mut scores = vec![0f32; users.len() * n];
+        const BLOCK: usize = 512;
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            let rows = &self.model.item_factors[start * kf..end * kf];
+            for (b, &u) in users.iter().enumerate() {
+                let out = &mut scores[b * n + start..b * n + end];
+                mat_vec(rows, kf, self.user_vector(u), out);
+            }
+            start = end;
+        }
+        users
+            .iter()
+            .enumerate()
+            .map(|(b, &u)| {
+                let s = &mut scores[b * n..(b + 1) * n];
+                if self.explicit() {
+                    s.iter_mut()
+                        .zip(&self.model.item_bias)
+                        .for_each(|(s, bias)| *s += bias);
+                }
+                let seen: HashSet<u32> =
+                    self.model.seen.row(u as usize).0.iter().copied().collect();
+                top_k(s, k, |i| !seen.contains(&i))
+            })
+            .collect()
+    }
+
+    /// The model's score for one pair: the predicted rating for explicit MF, `x·y` otherwise.
+    pub fn predict(&self, q: &Query, item: u32) -> f32 {
+        let y = self.item_vector(item);
+        match q {
+            Query::Known(u) => {
+                let x = self.user_vector(*u);
+                if self.explicit() {
+                    (self.model.global_mean
+                        + self.model.user_bias[*u as usize]
+                        + self.model.item_bias[item as usize]
+                        + dot(x, y))
+                    .clamp(self.model.min_value, self.model.max_value)
+                } else {
+                    dot(x, y)
+                }
+            }
+            Query::Folded { factors, .. } => {
+                if self.explicit() {
+                    (self.model.global_mean + self.model.item_bias[item as usize] + dot(factors, y))
+                        .clamp(self.model.min_value, self.model.max_value)
+                } else {
+                    dot(factors, y)
+                }
+            }
+            Query::Text(v) if v.len() == self.model.text_dim => dot(v, self.text_vector(item)),
+            _ => {
+                if self.explicit() {
+                    (self.model.global_mean + self.model.item_bias[item as usize])
+                        .clamp(self.model.min_value, self.model.max_value)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Items most similar to `item`: cosine of item factors, or of text vectors.
+    pub fn similar(&self, item: u32, k: usize, by_text: bool) -> Result<Vec<Scored>, ServeError> {
+        if k == 0 {
+            return Err(invalid("k", "must be at least 1"));
+        }
+        let n = self.model.items();
+        let mut scores = vec![0f32; n];
+        if by_text {
+            let d = self.model.text_dim;
+            let v = self.text_vector(item);
+            if d == 0 || v.iter().all(|x| *x == 0.0) {
+                return Err(ServeError::NotFound(format!(
+                    "item {} has no text vector",
+                    self.model.item_ids[item as usize]
+                )));
+            }
+            mat_vec(&self.model.item_text, d, v, &mut scores);
+        } else {
+            let y = self.item_vector(item);
+            mat_vec(&self.model.item_factors, self.k(), y, &mut scores);
+            let ny = self.item_norms[item as usize].max(1e-12);
+            scores
+                .iter_mut()
+                .zip(&self.item_norms)
+                .for_each(|(s, n)| *s /= ny * n.max(1e-12));
+        }
+        Ok(top_k(&scores, k, |i| i != item))
+    }
+
+    /// The history items that contribute most to the user's score for `item`, largest first,
+    /// and the score. For ALS models the decomposition is exact (Hu et al. 2008 §5): with
+    /// `W = (YᵀC_uY + λI)⁻¹`, `score = Σ_j c_j · y_iᵀ W y_j` over the history `j`. For explicit
+    /// MF a history item contributes its residual rating times the cosine of the two items'
+    /// factors (a heuristic: MF scores do not decompose over the history).
+    pub fn explain(&self, history: &[(u32, f32)], item: u32, k: usize) -> (Vec<Scored>, f32) {
+        let kf = self.k();
+        let y = self.item_vector(item);
+        let mut contributions: Vec<Scored> = Vec::new();
+        if self.explicit() {
+            let ny = self.item_norms[item as usize].max(1e-12);
+            for &(j, r) in history {
+                let resid = r - self.model.global_mean - self.model.item_bias[j as usize];
+                let cos =
+                    dot(y, self.item_vector(j)) / (ny * self.item_norms[j as usize].max(1e-12));
+                contributions.push(Scored {
+                    index: j,
+                    score: resid * cos,
+                });
+            }
+        } else {
+            let alpha = self.model.alpha as f64;
+            let mut a = self.gram_reg.clone();
+            for &(j, r) in history {
+                let yj = self.item_vector(j);
+                let c = alpha * r as f64;
+                for p in 0..kf {
+                    for s in 0..kf {
+                        a[p * kf + s] += c * yj[p] as f64 * yj[s] as f64;
+                    }
+                }
+            }
+            // W y_i once; then each contribution is c_j · (W y_i)·y_j.
+            let b: Vec<f64> = y.iter().map(|v| *v as f64).collect();
+            if let Some(wy) = cholesky_solve(&a, &b, kf) {
+                let wy: Vec<f32> = wy.into_iter().map(|v| v as f32).collect();
+                for &(j, r) in history {
+                    let c = 1.0 + self.model.alpha * r;
+                    contributions.push(Scored {
+                        index: j,
+                        score: c * dot(&wy, self.item_vector(j)),
+                    });
+                }
+            }
+        }
+        let total = contributions.iter().map(|c| c.score).sum();
+        contributions.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+        contributions.truncate(k);
+        (contributions, total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::als::{self, AlsParams};
+    use crate::data::Triple;
+
+    /// Six items, tags, two user groups, ALS.
+    fn served() -> Served {
+        let mut t = Vec::new();
+        for user in 0..12u32 {
+            for item in 0..6u32 {
+                if (user < 6) == (item < 3) && (user + item) % 4 != 0 {
+                    t.push(Triple {
+                        user,
+                        item,
+                        value: 1.0,
+                        ts: 0,
+                    });
+                }
+            }
+        }
+        let (u, i) = (Csr::build(&t, 12, false), Csr::build(&t, 6, true));
+        let p = AlsParams {
+            factors: 4,
+            ..AlsParams::default()
+        };
+        let m = als::fit(&u, &i, &p);
+        let parts = Parts {
+            version: "v1".into(),
+            user_ids: (0..12).map(|u| format!("u{u}")).collect(),
+            item_ids: (0..6).map(|i| format!("i{i}")).collect(),
+            titles: (0..6).map(|i| format!("Title {i}")).collect(),
+            tags: (0..6)
+                .map(|i| vec![if i < 3 { "a" } else { "b" }.to_string()])
+                .collect(),
+            seen: u,
+            popular: vec![0, 3, 1, 4, 2, 5],
+            regularization: p.regularization,
+            ..Parts::default()
+        };
+        Served::new(Model::from_implicit(m, Algorithm::ImplicitAls, parts))
+    }
+
+    fn ids(s: &Served, r: &[Scored]) -> Vec<String> {
+        r.iter()
+            .map(|x| s.model.item_ids[x.index as usize].clone())
+            .collect()
+    }
+
+    #[test]
+    fn recommends_unseen_items_of_the_users_group() {
+        let s = served();
+        let u = s.user("u1").unwrap();
+        let r = s
+            .recommend(&Query::Known(u), 1, true, &Filter::default())
+            .unwrap();
+        // u1 (group a) has seen i0, i1 and i2 except (1 + 3) % 4 == 0 → i3 is unseen but from
+        // group b; every group-a item is seen, so the best unseen item is from group b.
+        let seen: Vec<u32> = s.model.seen.row(u as usize).0.to_vec();
+        assert!(!seen.contains(&r[0].index));
+        // Without exclusion the top items are the user's own group.
+        let all = s
+            .recommend(&Query::Known(u), 3, false, &Filter::default())
+            .unwrap();
+        assert!(all.iter().all(|x| x.index < 3), "{:?}", ids(&s, &all));
+    }
+
+    #[test]
+    fn filters_k_and_the_fallbacks() {
+        let s = served();
+        let q = Query::Known(s.user("u0").unwrap());
+        let f = Filter {
+            include_tags: vec!["b".into()],
+            exclude_items: vec!["i4".into(), "unknown".into()],
+            ..Filter::default()
+        };
+        let r = s.recommend(&q, 10, false, &f).unwrap();
+        assert_eq!(
+            {
+                let mut v = ids(&s, &r);
+                v.sort();
+                v
+            },
+            vec!["i3", "i5"]
+        );
+        // k beyond the catalogue: every allowed item.
+        assert_eq!(
+            s.recommend(&q, 100, false, &Filter::default())
+                .unwrap()
+                .len(),
+            6
+        );
+        assert_eq!(
+            s.recommend(&q, 0, false, &Filter::default()).unwrap_err(),
+            invalid("k", "must be at least 1")
+        );
+        let bad = Filter {
+            include_items: vec!["nope".into()],
+            ..Filter::default()
+        };
+        assert!(matches!(
+            s.recommend(&q, 3, false, &bad),
+            Err(ServeError::InvalidArgument { field, .. }) if field == "filter.include_items"
+        ));
+        let empty = Filter {
+            exclude_tags: vec![" ".into()],
+            ..Filter::default()
+        };
+        assert!(matches!(
+            s.recommend(&q, 3, false, &empty),
+            Err(ServeError::InvalidArgument { field, .. }) if field == "filter.exclude_tags[0]"
+        ));
+        // Popular order with exclusions applied.
+        let p = s
+            .recommend(
+                &Query::Popular,
+                3,
+                true,
+                &Filter {
+                    exclude_items: vec!["i3".into()],
+                    ..Filter::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(ids(&s, &p), vec!["i0", "i1", "i4"]);
+    }
+
+    #[test]
+    fn als_explanations_add_up_to_the_fold_in_score() {
+        let s = served();
+        let history: Vec<(u32, f32)> = vec![(0, 1.0), (1, 3.0), (4, 1.0)];
+        let x = s.fold_in(&history);
+        for item in 0..6u32 {
+            let score = s.predict(
+                &Query::Folded {
+                    factors: x.clone(),
+                    seen: vec![],
+                },
+                item,
+            );
+            let (parts, total) = s.explain(&history, item, 10);
+            assert_eq!(parts.len(), 3);
+            assert!(
+                (total - score).abs() < 1e-3,
+                "item {item}: {total} vs {score}"
+            );
+            assert!(parts.windows(2).all(|w| w[0].score >= w[1].score));
+        }
+    }
+
+    #[test]
+    fn similar_items_exclude_the_item_and_favour_its_group() {
+        let s = served();
+        let r = s.similar(0, 2, false).unwrap();
+        assert!(r.iter().all(|x| x.index != 0));
+        assert!(r.iter().all(|x| x.index < 3), "{:?}", ids(&s, &r));
+        assert!(matches!(
+            s.similar(0, 2, true),
+            Err(ServeError::NotFound(_))
+        ));
+    }
+}
