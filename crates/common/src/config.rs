@@ -43,7 +43,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub featurizer: FeaturizerConfig,
     pub embed: EmbedConfig,
-    pub rank: Endpoints,
+    pub rank: RankConfig,
     pub scheduler: Endpoints,
     pub telemetry: TelemetryConfig,
 }
@@ -60,7 +60,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             featurizer: FeaturizerConfig::default(),
             embed: EmbedConfig::default(),
-            rank: endpoints(50053, 9103),
+            rank: RankConfig::default(),
             scheduler: endpoints(50054, 9104),
             telemetry: TelemetryConfig::default(),
         }
@@ -262,6 +262,54 @@ impl Default for EmbedConfig {
             profile_text_weight: 0.3,
             profile_half_life_hours: 24.0 * 30.0,
             profile_max_items: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankConfig {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// What Train builds unless the request names one: `implicit_als`, `explicit_mf` or
+    /// `hybrid` (ALS plus text vectors mapped into the factor space for cold items).
+    pub algorithm: String,
+    pub factors: u32,
+    /// ALS iterations or SGD epochs.
+    pub iterations: u32,
+    pub regularization: f64,
+    /// ALS confidence: an interaction of strength r has confidence 1 + alpha·r.
+    pub alpha: f64,
+    /// SGD learning rate (explicit MF).
+    pub learning_rate: f64,
+    /// Training threads.
+    pub threads: u32,
+    /// Retrain this often when new events arrived since the current model; 0 = only on Train.
+    pub train_interval_s: u32,
+    /// How often servers look for a new model version to load.
+    pub poll_interval_ms: u32,
+    /// Model versions kept in Redis (older ones are deleted after a new one is current).
+    pub keep_versions: u32,
+    /// Size of the pieces a model is written to Redis in.
+    pub chunk_bytes: u32,
+}
+
+impl Default for RankConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50053)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9103)),
+            algorithm: "implicit_als".into(),
+            factors: 64,
+            iterations: 15,
+            regularization: 0.05,
+            alpha: 0.25,
+            learning_rate: 0.01,
+            threads: 2,
+            train_interval_s: 0,
+            poll_interval_ms: 1000,
+            keep_versions: 2,
+            chunk_bytes: 1 << 20,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod embed;
 mod eval;
 mod load;
+mod rank;
 mod simulate;
 
 use anyhow::{Context, Result};
@@ -63,6 +64,31 @@ enum Command {
         embed_addr: Option<SocketAddr>,
         /// Texts to encode (after those of --file).
         texts: Vec<String>,
+    },
+    /// Train a model in the running rank service from what Redis holds, and make it current.
+    Train {
+        /// implicit_als, explicit_mf or hybrid (default: rank.algorithm of the config).
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// Factors (0 = the configured default).
+        #[arg(long, default_value_t = 0)]
+        factors: u32,
+        /// ALS iterations or SGD epochs (0 = the configured default).
+        #[arg(long, default_value_t = 0)]
+        iterations: u32,
+    },
+    /// Top-k recommendations for a user from the running rank service, with titles.
+    Recommend {
+        #[arg(long)]
+        user: String,
+        #[arg(short, long, default_value_t = 10)]
+        k: u32,
+        /// Also show the history items that contribute most to each recommendation.
+        #[arg(long)]
+        explain: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Empty the derived Redis state and rebuild it by replaying the Kafka topics.
     Rebuild,
@@ -225,6 +251,25 @@ async fn run(cli: Cli) -> Result<()> {
             all.extend(texts);
             embed::run(embed_addr.unwrap_or(cfg.embed.grpc_addr), all).await?;
         }
+        Command::Train {
+            algorithm,
+            factors,
+            iterations,
+        } => {
+            rank::train(
+                cfg.rank.grpc_addr,
+                algorithm.as_deref(),
+                factors,
+                iterations,
+            )
+            .await?
+        }
+        Command::Recommend {
+            user,
+            k,
+            explain,
+            json,
+        } => rank::recommend(cfg.rank.grpc_addr, &user, k, explain, json).await?,
         Command::Rebuild => {
             let pb = ProgressBar::new(0);
             pb.set_style(

@@ -15,5 +15,5 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tokenize;
-pub mod vectors;
+pub use recalloc_ingest::vectors;
 pub mod worker;

@@ -1,4 +1,5 @@
-//! Stored vector encodings — the original design's storage compression.
+//! Stored vector encodings — the original design's storage compression. Written by the embed
+//! service, read by embed and rank; here because this crate owns the Redis layout.
 //!
 //! A stored vector is one byte naming the encoding, then the payload (little-endian):
 //!

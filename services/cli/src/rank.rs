@@ -1,0 +1,142 @@
+//! `recalloc train` and `recalloc recommend`: the rank service from the command line.
+
+use anyhow::{Context, Result};
+use recalloc_proto::v1::ranker_client::RankerClient;
+use recalloc_proto::v1::{
+    Algorithm, ExplainRequest, RecommendRequest, RecommendationSource, TrainRequest,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+async fn client(addr: SocketAddr) -> Result<RankerClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach rank at {addr} (is the cluster up? `make up`)"))?;
+    Ok(RankerClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+fn status(what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+pub async fn train(
+    addr: SocketAddr,
+    algorithm: Option<&str>,
+    factors: u32,
+    iterations: u32,
+) -> Result<()> {
+    let algorithm = match algorithm {
+        None => Algorithm::Unspecified,
+        Some("implicit_als" | "implicit" | "als") => Algorithm::ImplicitAls,
+        Some("explicit_mf" | "explicit" | "mf") => Algorithm::ExplicitMf,
+        Some("hybrid") => Algorithm::Hybrid,
+        Some(other) => {
+            anyhow::bail!("--algorithm {other:?}: use implicit_als, explicit_mf or hybrid")
+        }
+    };
+    let mut c = client(addr).await?;
+    eprintln!("training…");
+    let r = c
+        .train(TrainRequest {
+            algorithm: algorithm as i32,
+            factors,
+            epochs: iterations,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| status("train", s))?
+        .into_inner();
+    let m = r.model.unwrap_or_default();
+    println!(
+        "model {} ({}): {} users × {} items, {} factors, fit {:.2} s",
+        m.version,
+        Algorithm::try_from(m.algorithm).map_or("?", |a| a.as_str_name()),
+        m.users,
+        m.items,
+        m.factors,
+        r.fit_seconds
+    );
+    Ok(())
+}
+
+pub async fn recommend(
+    addr: SocketAddr,
+    user: &str,
+    k: u32,
+    explain: bool,
+    json: bool,
+) -> Result<()> {
+    let mut c = client(addr).await?;
+    let r = c
+        .recommend(RecommendRequest {
+            user_id: user.to_owned(),
+            k,
+            exclude_seen: true,
+            filter: None,
+        })
+        .await
+        .map_err(|s| status("recommend", s))?
+        .into_inner();
+    let source = RecommendationSource::try_from(r.source)
+        .map_or("?", |s| s.as_str_name())
+        .trim_start_matches("RECOMMENDATION_SOURCE_")
+        .to_lowercase();
+    if json {
+        let items: Vec<_> = r
+            .items
+            .iter()
+            .map(|i| serde_json::json!({"item_id": i.item_id, "title": i.title, "score": i.score}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"user_id": r.user_id, "source": source, "model_version": r.model_version, "items": items})
+        );
+        return Ok(());
+    }
+    println!(
+        "recommend for user {} (source: {source}, model {}):",
+        r.user_id, r.model_version
+    );
+    for (n, i) in r.items.iter().enumerate() {
+        let title = if i.title.is_empty() {
+            "(no title)"
+        } else {
+            &i.title
+        };
+        println!("{:>3}. {title} [{}] score {:.3}", n + 1, i.item_id, i.score);
+        if explain {
+            match c
+                .explain(ExplainRequest {
+                    user_id: user.to_owned(),
+                    item_id: i.item_id.clone(),
+                    k: 3,
+                })
+                .await
+            {
+                Ok(e) => {
+                    let because: Vec<String> = e
+                        .into_inner()
+                        .contributions
+                        .iter()
+                        .map(|c| {
+                            if c.title.is_empty() {
+                                c.item_id.clone()
+                            } else {
+                                c.title.clone()
+                            }
+                        })
+                        .collect();
+                    if !because.is_empty() {
+                        println!("       because you liked: {}", because.join("; "));
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(status("explain", s)),
+            }
+        }
+    }
+    Ok(())
+}

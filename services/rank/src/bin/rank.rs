@@ -1,0 +1,28 @@
+//! `recalloc-rank`: trains factor models from Redis and serves recommendations.
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "recalloc rank: MF / ALS / hybrid models trained from Redis, served from memory over gRPC"
+)]
+struct Args {
+    /// TOML config file (also RECALLOC_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let cfg =
+        recalloc_common::config_and_telemetry_or_exit("recalloc-rank", args.config.as_deref());
+    if let Err(e) =
+        recalloc_rank::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await
+    {
+        tracing::error!(error = %e, "rank failed");
+        eprintln!("recalloc-rank: {e}");
+        std::process::exit(1);
+    }
+}

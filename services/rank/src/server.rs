@@ -1,0 +1,248 @@
+//! Process wiring for the rank service: gRPC (Ranker, health, reflection), the HTTP endpoint,
+//! the model poller (hot swap), scheduled training, readiness from Redis, phased shutdown.
+
+use crate::service::{ModelSlot, RankService, parse_algorithm};
+use crate::store;
+use arc_swap::ArcSwapOption;
+use recalloc_common::config::Config;
+use recalloc_common::metrics::GrpcMetricsLayer;
+use recalloc_common::{Metrics, Readiness};
+use recalloc_factor::model::Served;
+use recalloc_proto::v1::TrainRequest;
+use recalloc_proto::v1::ranker_server::RankerServer;
+use redis::aio::ConnectionManager;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid config key {key}: {message}")]
+    Config { key: &'static str, message: String },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+const SWAPS: &str = "recalloc_rank_model_swaps_total";
+const SWAPS_HELP: &str = "model versions loaded by this server";
+
+/// Loads the current version when it differs from the one served. Returns whether it swapped.
+pub async fn refresh(
+    con: &mut ConnectionManager,
+    slot: &ModelSlot,
+) -> Result<bool, store::StoreError> {
+    let Some(version) = store::current_version(con).await? else {
+        return Ok(false);
+    };
+    if slot
+        .load()
+        .as_ref()
+        .is_some_and(|s| s.model.version == version)
+    {
+        return Ok(false);
+    }
+    let bytes = store::load_bytes(con, &version).await?;
+    let v = version.clone();
+    let served =
+        tokio::task::spawn_blocking(move || store::decode_model(&v, &bytes).map(Served::new))
+            .await
+            .map_err(|e| store::StoreError::Damaged {
+                version: version.clone(),
+                reason: e.to_string(),
+            })??;
+    tracing::info!(version = %version, users = served.model.users(), items = served.model.items(), "model loaded");
+    // In-flight requests keep the Arc of the old model until they finish: no request fails.
+    slot.store(Some(Arc::new(served)));
+    Ok(true)
+}
+
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
+    if parse_algorithm(&cfg.rank.algorithm).is_none() {
+        return Err(ServeError::Config {
+            key: "rank.algorithm",
+            message: format!(
+                "{:?} is not implicit_als, explicit_mf or hybrid",
+                cfg.rank.algorithm
+            ),
+        });
+    }
+    if cfg.rank.factors == 0 || cfg.rank.iterations == 0 {
+        return Err(ServeError::Config {
+            key: "rank.factors",
+            message: "rank.factors and rank.iterations must be at least 1".into(),
+        });
+    }
+    let metrics = Metrics::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ranker"]);
+    readiness.set(false).await;
+    let client = redis::Client::open(cfg.redis.url.as_str())?;
+    let con = loop {
+        match ConnectionManager::new(client.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                readiness.record("redis", Err(e.to_string())).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let slot: ModelSlot = Arc::new(ArcSwapOption::empty());
+    if let Err(e) = refresh(&mut con.clone(), &slot).await {
+        tracing::warn!(error = %e, "no model loaded at start");
+    }
+    let service = Arc::new(RankService::new(
+        slot.clone(),
+        con.clone(),
+        cfg.clone(),
+        metrics.clone(),
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .with_service_name("recalloc.v1.Ranker")
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let (http_addr, http) = recalloc_common::http::serve(
+        cfg.rank.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    )
+    .await
+    .map_err(|source| ServeError::Bind {
+        addr: cfg.rank.metrics_addr,
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::bind(cfg.rank.grpc_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.rank.grpc_addr,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.rank.grpc_addr,
+        source,
+    })?;
+    on_bound(Bound {
+        grpc: grpc_addr,
+        http: http_addr,
+    });
+    tracing::info!(%grpc_addr, %http_addr, "rank serving");
+
+    // Redis health, and the poller that hot-swaps new model versions.
+    let poller = {
+        let (mut con, slot, readiness, metrics) = (
+            con.clone(),
+            slot.clone(),
+            readiness.clone(),
+            metrics.clone(),
+        );
+        let every = Duration::from_millis(cfg.rank.poll_interval_ms.max(50) as u64);
+        tokio::spawn(async move {
+            loop {
+                let ping: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut con).await;
+                readiness
+                    .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
+                    .await;
+                match refresh(&mut con, &slot).await {
+                    Ok(true) => metrics.inc_counter(SWAPS, SWAPS_HELP, &[], 1),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "model refresh failed; serving the loaded one")
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+    // Scheduled training: only when events arrived since the current model was trained.
+    let scheduler = (cfg.rank.train_interval_s > 0).then(|| {
+        let (service, mut con, slot) = (service.clone(), con.clone(), slot.clone());
+        let every = Duration::from_secs(cfg.rank.train_interval_s as u64);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let events: redis::RedisResult<Option<u64>> = redis::cmd("HGET")
+                    .arg(recalloc_ingest::state::STATS)
+                    .arg("events")
+                    .query_async(&mut con)
+                    .await;
+                let trained_at = slot
+                    .load()
+                    .as_ref()
+                    .and_then(|s| s.model.metrics.get("events_at_training").copied())
+                    .map(|e| e as u64);
+                if let Ok(Some(now)) = events
+                    && trained_at != Some(now)
+                {
+                    match service.train(TrainRequest::default()).await {
+                        Ok(r) => tracing::info!(version = %r.model.map(|m| m.version).unwrap_or_default(), "scheduled training done"),
+                        Err(e) => tracing::info!(error = %e, "scheduled training skipped"),
+                    }
+                }
+            }
+        })
+    });
+
+    let grpc = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            RankerServer::from_arc(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(recalloc_common::net::incoming(listener), stopped());
+    let http_task = tokio::spawn(http);
+    let grpc_task = tokio::spawn(grpc);
+    shutdown.await;
+    poller.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
+    readiness.set(false).await;
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(GRACE, grpc_task).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
+        Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
+    tracing::info!("rank stopped");
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The rank service's Redis: what it trains on (the featurizer's state and the embed service's
+//! vectors) and the versioned models it writes.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `rc:model:current` | string | the version servers load |
+//! | `rc:model:{m:<version>}:meta` | string | JSON: version, algorithm, sizes, chunk count, SHA-256 of the bytes |
+//! | `rc:model:{m:<version>}:chunk:<n>` | string | the serialised model (postcard), cut into `rank.chunk_bytes` pieces |
+//! | `rc:model:versions` | zset | version → trained_at_ms, for deleting old versions |
+//! | `rc:model:train-lock` | string | held (SET NX, 30 min expiry) while one replica trains |
+//!
+//! A new version is written completely (pipelined chunks, then meta) before `current` flips to
+//! it in one SET, so a server never sees a half-written model; versions beyond `keep_versions`
+//! are deleted afterwards.
+
+use recalloc_factor::model::Model;
+use recalloc_ingest::state::{self, item_key, user_history_key};
+use recalloc_ingest::vectors;
+use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
+
+pub const CURRENT: &str = "rc:model:current";
+pub const VERSIONS: &str = "rc:model:versions";
+pub const TRAIN_LOCK: &str = "rc:model:train-lock";
+
+fn meta_key(version: &str) -> String {
+    format!("rc:model:{{m:{version}}}:meta")
+}
+fn chunk_key(version: &str, n: usize) -> String {
+    format!("rc:model:{{m:{version}}}:chunk:{n}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("model {version} in redis is damaged: {reason}")]
+    Damaged { version: String, reason: String },
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub version: String,
+    pub algorithm: String,
+    pub users: usize,
+    pub items: usize,
+    pub factors: usize,
+    pub trained_at_ms: i64,
+    pub chunks: usize,
+    pub bytes: usize,
+    pub sha256: String,
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Writes a model as a new version and makes it current; deletes versions beyond `keep`.
+pub async fn save_model(
+    con: &mut ConnectionManager,
+    model: &Model,
+    chunk_bytes: usize,
+    keep: usize,
+) -> Result<Meta, StoreError> {
+    let bytes = postcard::to_allocvec(model).map_err(|e| StoreError::Damaged {
+        version: model.version.clone(),
+        reason: format!("cannot serialise: {e}"),
+    })?;
+    let chunk = chunk_bytes.max(1024);
+    let meta = Meta {
+        version: model.version.clone(),
+        algorithm: model.algorithm.name().into(),
+        users: model.users(),
+        items: model.items(),
+        factors: model.factors,
+        trained_at_ms: model.trained_at_ms,
+        chunks: bytes.len().div_ceil(chunk),
+        bytes: bytes.len(),
+        sha256: sha_hex(&bytes),
+    };
+    // Chunks in pipelines of 16 MiB, then the meta, then the flip.
+    for (group, pieces) in bytes
+        .chunks(chunk)
+        .collect::<Vec<_>>()
+        .chunks(16)
+        .enumerate()
+    {
+        let mut pipe = redis::pipe();
+        for (j, piece) in pieces.iter().enumerate() {
+            pipe.set(chunk_key(&meta.version, group * 16 + j), *piece)
+                .ignore();
+        }
+        pipe.query_async::<()>(con).await?;
+    }
+    let meta_json = serde_json::to_string(&meta).expect("meta serialises");
+    redis::pipe()
+        .atomic()
+        .set(meta_key(&meta.version), meta_json)
+        .ignore()
+        .zadd(VERSIONS, &meta.version, meta.trained_at_ms)
+        .ignore()
+        .set(CURRENT, &meta.version)
+        .ignore()
+        .query_async::<()>(con)
+        .await?;
+    prune(con, keep.max(1)).await?;
+    Ok(meta)
+}
+
+/// Deletes all but the newest `keep` versions (never the current one).
+async fn prune(con: &mut ConnectionManager, keep: usize) -> Result<(), StoreError> {
+    let versions: Vec<String> = redis::cmd("ZREVRANGE")
+        .arg(VERSIONS)
+        .arg(keep)
+        .arg(-1)
+        .query_async(con)
+        .await?;
+    let current: Option<String> = redis::cmd("GET").arg(CURRENT).query_async(con).await?;
+    for v in versions {
+        if Some(&v) == current.as_ref() {
+            continue;
+        }
+        let meta: Option<String> = redis::cmd("GET").arg(meta_key(&v)).query_async(con).await?;
+        let chunks = meta
+            .and_then(|m| serde_json::from_str::<Meta>(&m).ok())
+            .map_or(0, |m| m.chunks);
+        let mut pipe = redis::pipe();
+        pipe.del(meta_key(&v)).ignore();
+        for n in 0..chunks {
+            pipe.del(chunk_key(&v, n)).ignore();
+        }
+        pipe.zrem(VERSIONS, &v).ignore();
+        pipe.query_async::<()>(con).await?;
+        tracing::info!(version = %v, "old model version deleted");
+    }
+    Ok(())
+}
+
+pub async fn current_version(con: &mut ConnectionManager) -> Result<Option<String>, StoreError> {
+    Ok(redis::cmd("GET").arg(CURRENT).query_async(con).await?)
+}
+
+/// Reads a version's bytes and checks them against its meta.
+pub async fn load_bytes(con: &mut ConnectionManager, version: &str) -> Result<Vec<u8>, StoreError> {
+    let damaged = |reason: String| StoreError::Damaged {
+        version: version.to_owned(),
+        reason,
+    };
+    let meta: Option<String> = redis::cmd("GET")
+        .arg(meta_key(version))
+        .query_async(con)
+        .await?;
+    let meta: Meta = serde_json::from_str(&meta.ok_or_else(|| damaged("no meta".into()))?)
+        .map_err(|e| damaged(format!("meta: {e}")))?;
+    let mut bytes = Vec::with_capacity(meta.bytes);
+    for start in (0..meta.chunks).step_by(16) {
+        let mut pipe = redis::pipe();
+        for n in start..(start + 16).min(meta.chunks) {
+            pipe.get(chunk_key(version, n));
+        }
+        let pieces: Vec<Option<Vec<u8>>> = pipe.query_async(con).await?;
+        for (j, p) in pieces.into_iter().enumerate() {
+            bytes.extend(p.ok_or_else(|| damaged(format!("chunk {} missing", start + j)))?);
+        }
+    }
+    if bytes.len() != meta.bytes || sha_hex(&bytes) != meta.sha256 {
+        return Err(damaged("size or SHA-256 differs from its meta".into()));
+    }
+    Ok(bytes)
+}
+
+pub fn decode_model(version: &str, bytes: &[u8]) -> Result<Model, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Damaged {
+        version: version.to_owned(),
+        reason: format!("cannot deserialise: {e}"),
+    })
+}
+
+/// One history entry of the featurizer's list.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct HistoryEntry {
+    pub item: String,
+    pub kind: String,
+    #[serde(default)]
+    pub value: f64,
+    #[serde(default)]
+    pub ts: i64,
+}
+
+/// A user's recent history, newest first.
+pub async fn history(
+    con: &mut ConnectionManager,
+    user: &str,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg(user_history_key(user))
+        .arg(0)
+        .arg(-1)
+        .query_async(con)
+        .await?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect())
+}
+
+/// A user's text vector (`rc:user:{u:<id>}:vec`), if the embed service made one.
+pub async fn user_text_vector(
+    con: &mut ConnectionManager,
+    user: &str,
+) -> Result<Option<Vec<f32>>, StoreError> {
+    let raw: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(format!("{}:vec", state::user_key(user)))
+        .arg("v")
+        .query_async(con)
+        .await?;
+    Ok(raw.and_then(|b| vectors::decode(&b).ok()))
+}
+
+/// Everything training reads from Redis.
+#[derive(Debug, Default)]
+pub struct TrainingData {
+    /// (user, history newest first)
+    pub histories: Vec<(String, Vec<HistoryEntry>)>,
+    /// (item, title, tags, text vector)
+    pub items: Vec<(String, String, Vec<String>, Option<Vec<f32>>)>,
+    /// Item ids, most popular first.
+    pub popular: Vec<String>,
+    /// `rc:stats` events when the read started (to tell whether a retrain is due).
+    pub events: u64,
+}
+
+/// Reads users' histories, the catalogue with titles, tags and text vectors, and popularity.
+pub async fn training_data(con: &mut ConnectionManager) -> Result<TrainingData, StoreError> {
+    let events: Option<u64> = redis::cmd("HGET")
+        .arg(state::STATS)
+        .arg("events")
+        .query_async(con)
+        .await?;
+    let mut users: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(state::USERS)
+        .query_async(con)
+        .await?;
+    users.sort();
+    let mut items: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(state::ITEMS)
+        .query_async(con)
+        .await?;
+    items.sort();
+    let mut data = TrainingData {
+        events: events.unwrap_or(0),
+        ..Default::default()
+    };
+    for chunk in users.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for u in chunk {
+            pipe.cmd("LRANGE").arg(user_history_key(u)).arg(0).arg(-1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query_async(con).await?;
+        for (u, list) in chunk.iter().zip(lists) {
+            let h: Vec<HistoryEntry> = list
+                .iter()
+                .filter_map(|r| serde_json::from_str(r).ok())
+                .collect();
+            if !h.is_empty() {
+                data.histories.push((u.clone(), h));
+            }
+        }
+    }
+    for chunk in items.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("HMGET").arg(item_key(i)).arg("title").arg("tags");
+            pipe.cmd("HGET")
+                .arg(format!("{}:vec", item_key(i)))
+                .arg("v");
+        }
+        let rows: Vec<redis::Value> = pipe.query_async(con).await?;
+        for (i, pair) in chunk.iter().zip(rows.chunks(2)) {
+            let (title, tags): (Option<String>, Option<String>) =
+                redis::from_redis_value(&pair[0]).unwrap_or((None, None));
+            let vec: Option<Vec<u8>> = redis::from_redis_value(&pair[1]).unwrap_or(None);
+            data.items.push((
+                i.clone(),
+                title.unwrap_or_default(),
+                tags.and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default(),
+                vec.and_then(|b| vectors::decode(&b).ok()),
+            ));
+        }
+    }
+    data.popular = redis::cmd("ZREVRANGE")
+        .arg(state::POPULARITY)
+        .arg(0)
+        .arg(-1)
+        .query_async(con)
+        .await?;
+    Ok(data)
+}

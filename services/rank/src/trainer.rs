@@ -1,0 +1,272 @@
+//! Turns what Redis holds into a servable [`Model`]: pure CPU work, run off the async runtime.
+//!
+//! Training data is each user's recent history as the featurizer keeps it (the newest
+//! `featurizer.history_len` events per user). Explicit MF learns from RATING events (the rating
+//! itself); implicit ALS and hybrid from every event, with strength = the kind's weight (view 1 …
+//! purchase 8; a rating's weight scaled by its place on the rating scale, so one star counts
+//! nothing), summed per user and item. Hybrid is ALS plus a ridge map from the items' text
+//! vectors to their factors, which gives items with text but no interactions factors too.
+
+use crate::store::TrainingData;
+use recalloc_factor::als::{self, AlsParams};
+use recalloc_factor::data::{Csr, IdMap, Triple};
+use recalloc_factor::model::{self, Algorithm, Model, Parts};
+use recalloc_factor::sgd::{self, SgdParams};
+use recalloc_proto::v1::EventKind;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrainParams {
+    pub algorithm: Algorithm,
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    pub alpha: f32,
+    pub learning_rate: f32,
+    pub threads: usize,
+    pub rating_min: f64,
+    pub rating_max: f64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrainError {
+    #[error("nothing to train on: {0}")]
+    NoData(String),
+}
+
+fn kind_of(name: &str) -> Option<EventKind> {
+    (0..=8)
+        .filter_map(|i| EventKind::try_from(i).ok())
+        .find(|k| recalloc_ingest::state::kind_name(*k) == name)
+}
+
+/// The strength of one history entry for implicit training (0 = ignore).
+pub fn strength(kind: &str, value: f64, p: &TrainParams) -> f32 {
+    let Some(k) = kind_of(kind) else { return 0.0 };
+    let w = recalloc_ingest::state::kind_weight(k);
+    let scaled = if k == EventKind::Rating {
+        let span = p.rating_max - p.rating_min;
+        if span > 0.0 {
+            w * ((value - p.rating_min) / span).clamp(0.0, 1.0)
+        } else {
+            w
+        }
+    } else {
+        w
+    };
+    scaled as f32
+}
+
+/// Trains a model. `version` and `now_ms` name it.
+pub fn train(
+    data: &TrainingData,
+    p: &TrainParams,
+    version: String,
+    now_ms: i64,
+) -> Result<(Model, f64), TrainError> {
+    let mut items = IdMap::default();
+    for (id, ..) in &data.items {
+        items.get_or_insert(id);
+    }
+    let mut users = IdMap::default();
+    let mut triples = Vec::new();
+    let explicit = p.algorithm == Algorithm::ExplicitMf;
+    for (user, history) in &data.histories {
+        for h in history {
+            let value = if explicit {
+                if h.kind != "rating" {
+                    continue;
+                }
+                h.value as f32
+            } else {
+                strength(&h.kind, h.value, p)
+            };
+            if value <= 0.0 && !explicit {
+                continue;
+            }
+            let item = items.get_or_insert(&h.item);
+            let u = users.get_or_insert(user);
+            triples.push(Triple {
+                user: u,
+                item,
+                value,
+                ts: h.ts,
+            });
+        }
+    }
+    if triples.is_empty() {
+        return Err(TrainError::NoData(if explicit {
+            "no RATING events in Redis (explicit_mf learns from ratings)".into()
+        } else {
+            "no events in Redis".into()
+        }));
+    }
+    let (n_users, n_items) = (users.len(), items.len());
+    let seen = Csr::build(&triples, n_users, false);
+    let by_item = Csr::build(&triples, n_items, true);
+    let trained: Vec<bool> = (0..n_items).map(|i| !by_item.row(i).0.is_empty()).collect();
+    // Catalogue details in id order; items only seen in events have no title.
+    let mut titles = vec![String::new(); n_items];
+    let mut tags = vec![Vec::new(); n_items];
+    let text_dim = data
+        .items
+        .iter()
+        .find_map(|(.., v)| v.as_ref().map(Vec::len))
+        .unwrap_or(0);
+    let mut item_text = vec![0f32; n_items * text_dim];
+    for (id, title, t, v) in &data.items {
+        let i = items.get(id).expect("inserted above") as usize;
+        titles[i] = title.clone();
+        tags[i] = t.clone();
+        if let Some(v) = v.as_ref().filter(|v| v.len() == text_dim) {
+            item_text[i * text_dim..(i + 1) * text_dim].copy_from_slice(v);
+        }
+    }
+    let mut popular: Vec<u32> = data.popular.iter().filter_map(|i| items.get(i)).collect();
+    let listed: std::collections::HashSet<u32> = popular.iter().copied().collect();
+    popular.extend((0..n_items as u32).filter(|i| !listed.contains(i)));
+    let parts = Parts {
+        version,
+        trained_at_ms: now_ms,
+        user_ids: users.ids().to_vec(),
+        item_ids: items.ids().to_vec(),
+        titles,
+        tags,
+        seen: seen.clone(),
+        popular,
+        regularization: p.regularization,
+        text_dim,
+        item_text,
+    };
+    let t0 = Instant::now();
+    let mut m = if explicit {
+        let sp = SgdParams {
+            factors: p.factors,
+            epochs: p.iterations,
+            learning_rate: p.learning_rate,
+            regularization: p.regularization,
+            threads: p.threads,
+            ..SgdParams::default()
+        };
+        let mut fitted = sgd::fit(&triples, n_users, n_items, &sp);
+        // Items without ratings keep no random factors.
+        for (i, t) in trained.iter().enumerate() {
+            if !t {
+                fitted.item_factors[i * sp.factors..(i + 1) * sp.factors].fill(0.0);
+            }
+        }
+        Model::from_explicit(fitted, parts)
+    } else {
+        let ap = AlsParams {
+            factors: p.factors,
+            iterations: p.iterations,
+            regularization: p.regularization,
+            alpha: p.alpha,
+            threads: p.threads,
+            ..AlsParams::default()
+        };
+        let fitted = als::fit(&seen, &by_item, &ap);
+        Model::from_implicit(fitted, p.algorithm, parts)
+    };
+    if p.algorithm == Algorithm::Hybrid {
+        let mapped = model::map_text_to_factors(&mut m, &trained, 1.0);
+        m.metrics.insert("cold_items_mapped".into(), mapped as f64);
+    }
+    let fit_seconds = t0.elapsed().as_secs_f64();
+    m.metrics.insert("fit_seconds".into(), fit_seconds);
+    m.metrics.insert("interactions".into(), seen.nnz() as f64);
+    Ok((m, fit_seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::HistoryEntry;
+
+    fn params(algorithm: Algorithm) -> TrainParams {
+        TrainParams {
+            algorithm,
+            factors: 4,
+            iterations: 5,
+            regularization: 0.05,
+            alpha: 0.25,
+            learning_rate: 0.01,
+            threads: 1,
+            rating_min: 1.0,
+            rating_max: 5.0,
+        }
+    }
+
+    fn h(item: &str, kind: &str, value: f64) -> HistoryEntry {
+        HistoryEntry {
+            item: item.into(),
+            kind: kind.into(),
+            value,
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn strengths_follow_kind_and_rating() {
+        let p = params(Algorithm::ImplicitAls);
+        assert_eq!(strength("purchase", 0.0, &p), 8.0);
+        assert_eq!(strength("rating", 1.0, &p), 0.0);
+        assert_eq!(strength("rating", 5.0, &p), 5.0);
+        assert_eq!(strength("nonsense", 1.0, &p), 0.0);
+    }
+
+    #[test]
+    fn no_data_is_a_clear_error_and_items_without_events_are_in_the_catalogue() {
+        let mut d = TrainingData {
+            items: vec![
+                ("a".into(), "A".into(), vec![], None),
+                ("b".into(), "B".into(), vec![], None),
+            ],
+            ..Default::default()
+        };
+        let e = train(&d, &params(Algorithm::ExplicitMf), "v".into(), 0).unwrap_err();
+        assert!(e.to_string().contains("RATING"), "{e}");
+        d.histories = vec![("u".into(), vec![h("a", "view", 0.0), h("c", "click", 0.0)])];
+        let (m, _) = train(&d, &params(Algorithm::ImplicitAls), "v".into(), 0).unwrap();
+        assert_eq!(m.item_ids, vec!["a", "b", "c"]);
+        assert_eq!(m.titles, vec!["A", "B", ""]);
+        assert_eq!(m.users(), 1);
+        assert!(train(&d, &params(Algorithm::ExplicitMf), "v".into(), 0).is_err());
+    }
+
+    #[test]
+    fn hybrid_maps_cold_items_from_text() {
+        // Items 0-3 have events and text; item 4 only text, close to item 0's.
+        let text = |x: f32| Some(vec![x, 1.0 - x, 0.5]);
+        let d = TrainingData {
+            items: (0..5)
+                .map(|i| {
+                    (
+                        format!("i{i}"),
+                        String::new(),
+                        vec![],
+                        text(if i == 4 { 0.05 } else { i as f32 * 0.3 }),
+                    )
+                })
+                .collect(),
+            histories: (0..8)
+                .map(|u| {
+                    (
+                        format!("u{u}"),
+                        vec![
+                            h(&format!("i{}", u % 4), "purchase", 0.0),
+                            h(&format!("i{}", (u + 1) % 4), "view", 0.0),
+                        ],
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let (m, _) = train(&d, &params(Algorithm::Hybrid), "v".into(), 0).unwrap();
+        assert_eq!(m.cold_items, vec![4]);
+        assert!(m.item_factors[16..20].iter().any(|v| *v != 0.0));
+        let (m, _) = train(&d, &params(Algorithm::ImplicitAls), "v".into(), 0).unwrap();
+        assert!(m.cold_items.is_empty());
+        assert!(m.item_factors[16..20].iter().all(|v| *v == 0.0));
+    }
+}
