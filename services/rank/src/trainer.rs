@@ -148,14 +148,7 @@ pub fn train(
             threads: p.threads,
             ..SgdParams::default()
         };
-        let mut fitted = sgd::fit(&triples, n_users, n_items, &sp);
-        // Items without ratings keep no random factors.
-        for (i, t) in trained.iter().enumerate() {
-            if !t {
-                fitted.item_factors[i * sp.factors..(i + 1) * sp.factors].fill(0.0);
-            }
-        }
-        Model::from_explicit(fitted, parts)
+        Model::from_explicit(sgd::fit(&triples, n_users, n_items, &sp), parts)
     } else {
         let ap = AlsParams {
             factors: p.factors,
@@ -168,6 +161,13 @@ pub fn train(
         let fitted = als::fit(&seen, &by_item, &ap);
         Model::from_implicit(fitted, p.algorithm, parts)
     };
+    // Items without interactions keep no leftover random factors (score 0 until hybrid maps
+    // them from text).
+    for (i, t) in trained.iter().enumerate() {
+        if !t {
+            m.item_factors[i * m.factors..(i + 1) * m.factors].fill(0.0);
+        }
+    }
     if p.algorithm == Algorithm::Hybrid {
         let mapped = model::map_text_to_factors(&mut m, &trained, 1.0);
         m.metrics.insert("cold_items_mapped".into(), mapped as f64);
