@@ -174,11 +174,14 @@ pub struct Cluster {
     pub ingest: Option<Proc>,
     pub featurizer: Option<Proc>,
     pub embed: Option<Proc>,
+    pub rank: Option<Proc>,
     pub ingest_grpc: SocketAddr,
     pub ingest_http: SocketAddr,
     pub featurizer_http: SocketAddr,
     pub embed_grpc: SocketAddr,
     pub embed_http: SocketAddr,
+    pub rank_grpc: SocketAddr,
+    pub rank_http: SocketAddr,
     /// Extra `RECALLOC_*` settings for every service.
     pub extra_env: Vec<(String, String)>,
 }
@@ -211,11 +214,14 @@ impl Cluster {
             ingest: None,
             featurizer: None,
             embed: None,
+            rank: None,
             ingest_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             ingest_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             featurizer_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             embed_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             embed_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            rank_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            rank_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             extra_env: Vec::new(),
             dir,
         };
@@ -305,6 +311,11 @@ impl Cluster {
                 "RECALLOC_EMBED_MODEL_DIR".into(),
                 model_dir().display().to_string(),
             ),
+            ("RECALLOC_RANK_GRPC_ADDR".into(), self.rank_grpc.to_string()),
+            (
+                "RECALLOC_RANK_METRICS_ADDR".into(),
+                self.rank_http.to_string(),
+            ),
             ("RUST_LOG".into(), "info".into()),
         ];
         env.extend(self.extra_env.iter().cloned());
@@ -341,6 +352,53 @@ impl Cluster {
             self.featurizer_http,
             self.featurizer.as_mut().unwrap(),
             Duration::from_secs(60),
+        )
+    }
+
+    /// Starts the rank service (Redis reachable; a model is loaded if one is current).
+    pub fn start_rank(&mut self) -> Result<()> {
+        let p = self.spawn_service("rank", "recalloc-rank")?;
+        self.rank = Some(p);
+        wait_ready(
+            self.rank_http,
+            self.rank.as_mut().unwrap(),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Another rank replica on its own ports; returns it and its gRPC address.
+    pub fn spawn_rank_replica(&self) -> Result<(Proc, SocketAddr)> {
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(bin("recalloc-rank"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RECALLOC_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env())
+            .env("RECALLOC_RANK_GRPC_ADDR", grpc.to_string())
+            .env("RECALLOC_RANK_METRICS_ADDR", http.to_string());
+        let n = std::fs::read_dir(self.dir.path())?.count();
+        let mut p = Proc::spawn(
+            "rank-replica",
+            cmd,
+            self.dir.path().join(format!("rank-{n}.log")),
+        )?;
+        wait_ready(http, &mut p, Duration::from_secs(60))?;
+        Ok((p, grpc))
+    }
+
+    pub async fn rank_client(
+        &self,
+    ) -> Result<recalloc_proto::v1::ranker_client::RankerClient<tonic::transport::Channel>> {
+        Ok(
+            recalloc_proto::v1::ranker_client::RankerClient::connect(format!(
+                "http://{}",
+                self.rank_grpc
+            ))
+            .await?
+            .max_decoding_message_size(64 << 20),
         )
     }
 
