@@ -51,6 +51,7 @@ bench: build install
 	cargo build --release --examples
 	bash bench/ingest.sh
 	bash bench/embed.sh
+	bash bench/rank.sh
 
 lint: deps
 	cargo fmt --all -- --check
