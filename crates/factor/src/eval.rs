@@ -202,13 +202,9 @@ pub fn rank_test(
     let mut acc = RankingAccumulator::new(k);
     let mut scores = vec![0f32; n_items];
     for u in users {
-        let seen: HashSet<u32> = if (u as usize) < train_by_user.rows() {
-            score(u as usize, &mut scores);
-            train_by_user.row(u as usize).0.iter().copied().collect()
-        } else {
-            scores.iter_mut().for_each(|s| *s = 0.0);
-            HashSet::new()
-        };
+        // Users only in the test file are scored too (rows beyond the matrix are empty).
+        score(u as usize, &mut scores);
+        let seen: HashSet<u32> = train_by_user.row(u as usize).0.iter().copied().collect();
         let rec: Vec<u32> = top_k(&scores, k, |i| !seen.contains(&i))
             .iter()
             .map(|s| s.index)
@@ -216,4 +212,175 @@ pub fn rank_test(
         acc.add(&rec, &relevant[&u]);
     }
     acc.finish()
+}
+
+/// How to hold out test interactions from one file.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum Split {
+    /// A seeded random `fraction` of the interactions.
+    Random { fraction: f64, seed: u64 },
+    /// The newest `fraction` of the interactions (one global time cut-off).
+    Time { fraction: f64 },
+}
+
+/// Splits triples into (train, test).
+pub fn split(triples: &[Triple], how: Split) -> Result<(Vec<Triple>, Vec<Triple>), String> {
+    match how {
+        Split::Random { fraction, seed } => {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (mut train, mut test) = (Vec::new(), Vec::new());
+            for t in triples {
+                if rng.random::<f64>() < fraction {
+                    test.push(*t);
+                } else {
+                    train.push(*t);
+                }
+            }
+            Ok((train, test))
+        }
+        Split::Time { fraction } => {
+            if triples.iter().all(|t| t.ts == 0) {
+                return Err("a time split needs timestamps, and this data has none".into());
+            }
+            let mut ts: Vec<i64> = triples.iter().map(|t| t.ts).collect();
+            ts.sort_unstable();
+            let cut = ts[((1.0 - fraction) * (ts.len() - 1) as f64) as usize];
+            Ok(triples.iter().partition(|t| t.ts <= cut))
+        }
+    }
+}
+
+/// Ranking metrics of implicit ALS and of the popularity baseline on one split of one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SplitReport {
+    pub split: Split,
+    pub train: usize,
+    pub test: usize,
+    pub als: ImplicitReport,
+    pub popularity: RankingMetrics,
+}
+
+pub fn implicit_split(
+    triples: &[Triple],
+    n_users: usize,
+    n_items: usize,
+    how: Split,
+    p: &AlsParams,
+    k: usize,
+) -> Result<SplitReport, String> {
+    let (train, test) = split(triples, how)?;
+    let train: Vec<Triple> = train
+        .into_iter()
+        .map(|t| Triple { value: 1.0, ..t })
+        .collect();
+    let by_user = Csr::build(&train, n_users, false);
+    let by_item = Csr::build(&train, n_items, true);
+    let t0 = Instant::now();
+    let m = als::fit(&by_user, &by_item, p);
+    let fit_seconds = t0.elapsed().as_secs_f64();
+    let popularity: Vec<f32> = (0..n_items)
+        .map(|i| by_item.row(i).0.len() as f32)
+        .collect();
+    // As the rank service does: a user without training interactions gets popular items.
+    let als_metrics = rank_test(
+        &test,
+        &by_user,
+        |u, scores| {
+            if by_user.row(u).0.is_empty() {
+                scores.copy_from_slice(&popularity);
+                return;
+            }
+            let x = m.user_vector(u);
+            for (i, s) in scores.iter_mut().enumerate() {
+                *s = dot(x, m.item_vector(i));
+            }
+        },
+        n_items,
+        k,
+    );
+    let pop_metrics = rank_test(
+        &test,
+        &by_user,
+        |_, s| s.copy_from_slice(&popularity),
+        n_items,
+        k,
+    );
+    Ok(SplitReport {
+        split: how,
+        train: train.len(),
+        test: test.len(),
+        als: ImplicitReport {
+            model: "implicit ALS (conjugate gradient)",
+            fold: match how {
+                Split::Random { .. } => "random".into(),
+                Split::Time { .. } => "time".into(),
+            },
+            k,
+            precision: als_metrics.precision,
+            recall: als_metrics.recall,
+            ndcg: als_metrics.ndcg,
+            map: als_metrics.map,
+            users: als_metrics.users,
+            fit_seconds,
+            params: *p,
+        },
+        popularity: pop_metrics,
+    })
+}
+
+/// goodbooks-10k ratings (`ratings.csv` or `ratings_sample_100k.csv`: user_id,book_id,rating).
+pub fn read_goodbooks(dir: &Path) -> Result<(Vec<Triple>, usize, usize), DataError> {
+    let path = ["ratings.csv", "ratings_sample_100k.csv"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join("ratings.csv"));
+    let (mut users, mut items) = (IdMap::default(), IdMap::default());
+    let triples = read_triples(&path, &mut users, &mut items)?;
+    Ok((triples, users.len(), items.len()))
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    fn t(ts: i64) -> Triple {
+        Triple {
+            user: 0,
+            item: 0,
+            value: 1.0,
+            ts,
+        }
+    }
+
+    #[test]
+    fn splits_by_time_and_at_random() {
+        let all: Vec<Triple> = (1..=10).map(t).collect();
+        let (train, test) = split(&all, Split::Time { fraction: 0.2 }).unwrap();
+        assert!(train.iter().all(|x| x.ts <= 8) && test.iter().all(|x| x.ts > 8));
+        assert_eq!(test.len(), 2);
+        let (a, b) = split(
+            &all,
+            Split::Random {
+                fraction: 0.5,
+                seed: 3,
+            },
+        )
+        .unwrap();
+        assert_eq!(a.len() + b.len(), 10);
+        assert_eq!(
+            split(
+                &all,
+                Split::Random {
+                    fraction: 0.5,
+                    seed: 3
+                }
+            )
+            .unwrap()
+            .0,
+            a
+        );
+        assert!(split(&[t(0)], Split::Time { fraction: 0.2 }).is_err());
+    }
 }

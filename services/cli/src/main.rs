@@ -102,6 +102,15 @@ enum Command {
         /// Training threads.
         #[arg(long, default_value_t = 2, global = true)]
         threads: usize,
+        /// Override the model's factors, regularisation (λ), ALS α, or iterations / epochs.
+        #[arg(long, global = true)]
+        factors: Option<usize>,
+        #[arg(long, global = true)]
+        regularization: Option<f32>,
+        #[arg(long, global = true)]
+        alpha: Option<f32>,
+        #[arg(long, global = true)]
+        iterations: Option<usize>,
     },
     /// Replay a load trace (CSV `ts,value`) under the autoscaling policies and compare them.
     Simulate {
@@ -124,12 +133,29 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EvalDataset {
-    /// MovieLens folds u1–u5 (`uN.base`, `uN.test`: user item rating timestamp).
+    /// MovieLens: explicit MF over folds u1–u5 (`uN.base`, `uN.test`), or with --implicit ALS
+    /// ranking metrics at 10 on fold u1; with --split, ALS and popularity on a split of u.data.
     Movielens {
         dir: PathBuf,
         /// Implicit feedback on fold u1 (every rating an interaction): ranking metrics at 10.
         #[arg(long)]
         implicit: bool,
+        /// Instead of the folds: `random` or `time` split of u.data (ALS and popularity).
+        #[arg(long)]
+        split: Option<String>,
+        /// Share of interactions held out by --split.
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
+    },
+    /// goodbooks-10k ratings: implicit ALS and the popularity baseline, ranking metrics at 10
+    /// on a random split.
+    Goodbooks {
+        dir: PathBuf,
+        /// `random` (goodbooks has no timestamps for `time`).
+        #[arg(long, default_value = "random")]
+        split: String,
+        #[arg(long, default_value_t = 0.2)]
+        test_fraction: f64,
     },
 }
 
@@ -183,12 +209,34 @@ async fn run(cli: Cli) -> Result<()> {
         dataset,
         json,
         threads,
+        factors,
+        regularization,
+        alpha,
+        iterations,
     } = &cli.command
     {
+        let o = eval::Overrides {
+            threads: *threads,
+            factors: *factors,
+            regularization: *regularization,
+            alpha: *alpha,
+            iterations: *iterations,
+        };
         return match dataset {
-            EvalDataset::Movielens { dir, implicit } => {
-                eval::movielens(dir, *implicit, *json, *threads)
+            EvalDataset::Movielens {
+                dir,
+                split: Some(split),
+                test_fraction,
+                ..
+            } => eval::movielens_split(dir, split, *test_fraction, *json, &o),
+            EvalDataset::Movielens { dir, implicit, .. } => {
+                eval::movielens(dir, *implicit, *json, &o)
             }
+            EvalDataset::Goodbooks {
+                dir,
+                split,
+                test_fraction,
+            } => eval::goodbooks(dir, split, *test_fraction, *json, &o),
         };
     }
     let cfg = Config::load(cli.config.as_deref())?;
