@@ -3,6 +3,8 @@ SHELL := /bin/bash
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 CLI := $(TARGET_DIR)/release/recalloc
 DEMO_DATA ?= data/goodbooks
+# Three readers with the most ratings in the bundled sample.
+DEMO_USERS ?= 25266 6305 52581
 
 .PHONY: build deps model demo test up down reset bench lint fmt install
 
@@ -21,12 +23,16 @@ model:
 install:
 	bash deploy/local/install.sh
 
-## Start the local cluster, load the bundled goodbooks subset, embed the books, print the counts.
+## Start the local cluster, load the bundled goodbooks subset, embed the books, train, and show
+## recommendations with explanations for three readers and the evaluation against popularity.
 demo: build up
 	$(CLI) load goodbooks $(DEMO_DATA)
 	@echo "waiting for the featurizer and the embed worker to catch up…"
 	@prev=""; for i in $$(seq 150); do cur=$$($(CLI) stats); [ "$$cur" = "$$prev" ] && break; prev=$$cur; sleep 3; done
 	$(CLI) stats
+	$(CLI) train --algorithm hybrid
+	@for u in $(DEMO_USERS); do $(CLI) recommend --user $$u -k 5 --explain; done
+	$(CLI) eval goodbooks $(DEMO_DATA)
 	@echo "the cluster is still up: 'make down' stops it"
 
 ## Unit, property and integration tests; installs and starts Redis and the broker itself.
