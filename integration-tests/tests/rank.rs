@@ -11,8 +11,8 @@ use recalloc_proto::v1::{
     RecommendBatchRequest, RecommendRequest, RecommendationSource, SimilarItemsRequest,
     TrainRequest, UpsertItemsRequest,
 };
+use recalloc_rank::store;
 use recalloc_rank::trainer::{TrainParams, train};
-use recalloc_rank::{store, trainer};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -388,7 +388,6 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
         };
         assert_eq!(ids(b), ids(&single), "user {u}");
     }
-    let _ = trainer::strength;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -185,8 +185,8 @@ pub fn map_text_to_factors(m: &mut Model, trained: &[bool], ridge: f64) -> usize
         }
     }
     let mut mapped = Vec::new();
-    for i in 0..m.items() {
-        if trained[i] || !has_text(i) {
+    for (i, &was_trained) in trained.iter().enumerate().take(m.items()) {
+        if was_trained || !has_text(i) {
             continue;
         }
         for c in 0..k {

@@ -27,8 +27,8 @@ async fn main() {
     let mut with_text: Vec<String> = data
         .items
         .iter()
-        .filter(|(.., v)| v.is_some())
-        .map(|(id, ..)| id.clone())
+        .filter(|c| c.vector.is_some())
+        .map(|c| c.id.clone())
         .collect();
     assert!(
         !with_text.is_empty(),

@@ -220,13 +220,22 @@ pub async fn user_text_vector(
     Ok(raw.and_then(|b| vectors::decode(&b).ok()))
 }
 
+/// One catalogue entry as training reads it.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogueItem {
+    pub id: String,
+    pub title: String,
+    pub tags: Vec<String>,
+    /// The embed service's text vector, when there is one.
+    pub vector: Option<Vec<f32>>,
+}
+
 /// Everything training reads from Redis.
 #[derive(Debug, Default)]
 pub struct TrainingData {
     /// (user, history newest first)
     pub histories: Vec<(String, Vec<HistoryEntry>)>,
-    /// (item, title, tags, text vector)
-    pub items: Vec<(String, String, Vec<String>, Option<Vec<f32>>)>,
+    pub items: Vec<CatalogueItem>,
     /// Item ids, most popular first.
     pub popular: Vec<String>,
     /// `rc:stats` events when the read started (to tell whether a retrain is due).
@@ -283,13 +292,14 @@ pub async fn training_data(con: &mut ConnectionManager) -> Result<TrainingData, 
             let (title, tags): (Option<String>, Option<String>) =
                 redis::from_redis_value(&pair[0]).unwrap_or((None, None));
             let vec: Option<Vec<u8>> = redis::from_redis_value(&pair[1]).unwrap_or(None);
-            data.items.push((
-                i.clone(),
-                title.unwrap_or_default(),
-                tags.and_then(|t| serde_json::from_str(&t).ok())
+            data.items.push(CatalogueItem {
+                id: i.clone(),
+                title: title.unwrap_or_default(),
+                tags: tags
+                    .and_then(|t| serde_json::from_str(&t).ok())
                     .unwrap_or_default(),
-                vec.and_then(|b| vectors::decode(&b).ok()),
-            ));
+                vector: vec.and_then(|b| vectors::decode(&b).ok()),
+            });
         }
     }
     data.popular = redis::cmd("ZREVRANGE")

@@ -7,6 +7,8 @@
 //! nothing), summed per user and item. Hybrid is ALS plus a ridge map from the items' text
 //! vectors to their factors, which gives items with text but no interactions factors too.
 
+#[cfg(test)]
+use crate::store::CatalogueItem;
 use crate::store::TrainingData;
 use recalloc_factor::als::{self, AlsParams};
 use recalloc_factor::data::{Csr, IdMap, Triple};
@@ -65,8 +67,8 @@ pub fn train(
     now_ms: i64,
 ) -> Result<(Model, f64), TrainError> {
     let mut items = IdMap::default();
-    for (id, ..) in &data.items {
-        items.get_or_insert(id);
+    for c in &data.items {
+        items.get_or_insert(&c.id);
     }
     let mut users = IdMap::default();
     let mut triples = Vec::new();
@@ -111,14 +113,14 @@ pub fn train(
     let text_dim = data
         .items
         .iter()
-        .find_map(|(.., v)| v.as_ref().map(Vec::len))
+        .find_map(|c| c.vector.as_ref().map(Vec::len))
         .unwrap_or(0);
     let mut item_text = vec![0f32; n_items * text_dim];
-    for (id, title, t, v) in &data.items {
-        let i = items.get(id).expect("inserted above") as usize;
-        titles[i] = title.clone();
-        tags[i] = t.clone();
-        if let Some(v) = v.as_ref().filter(|v| v.len() == text_dim) {
+    for c in &data.items {
+        let i = items.get(&c.id).expect("inserted above") as usize;
+        titles[i] = c.title.clone();
+        tags[i] = c.tags.clone();
+        if let Some(v) = c.vector.as_ref().filter(|v| v.len() == text_dim) {
             item_text[i * text_dim..(i + 1) * text_dim].copy_from_slice(v);
         }
     }
@@ -219,8 +221,16 @@ mod tests {
     fn no_data_is_a_clear_error_and_items_without_events_are_in_the_catalogue() {
         let mut d = TrainingData {
             items: vec![
-                ("a".into(), "A".into(), vec![], None),
-                ("b".into(), "B".into(), vec![], None),
+                CatalogueItem {
+                    id: "a".into(),
+                    title: "A".into(),
+                    ..Default::default()
+                },
+                CatalogueItem {
+                    id: "b".into(),
+                    title: "B".into(),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
@@ -240,13 +250,10 @@ mod tests {
         let text = |x: f32| Some(vec![x, 1.0 - x, 0.5]);
         let d = TrainingData {
             items: (0..5)
-                .map(|i| {
-                    (
-                        format!("i{i}"),
-                        String::new(),
-                        vec![],
-                        text(if i == 4 { 0.05 } else { i as f32 * 0.3 }),
-                    )
+                .map(|i| CatalogueItem {
+                    id: format!("i{i}"),
+                    vector: text(if i == 4 { 0.05 } else { i as f32 * 0.3 }),
+                    ..Default::default()
                 })
                 .collect(),
             histories: (0..8)
