@@ -7,6 +7,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;

@@ -152,18 +152,10 @@ pub fn fit(ratings: &[Triple], users: usize, items: usize, p: &SgdParams) -> Exp
             ..*r
         });
     }
-    let permute = |v: &[f32], new: &[u32], width: usize| {
-        let mut out = vec![0f32; v.len()];
-        for (old, &n) in new.iter().enumerate() {
-            out[n as usize * width..(n as usize + 1) * width]
-                .copy_from_slice(&v[old * width..(old + 1) * width]);
-        }
-        out
-    };
-    let mut bu = permute(&m.user_bias, &user_new, 1);
-    let mut pu = permute(&m.user_factors, &user_new, k);
-    let mut bi = permute(&m.item_bias, &item_new, 1);
-    let mut qi = permute(&m.item_factors, &item_new, k);
+    let mut bu = reorder(&m.user_bias, &user_new, 1, true);
+    let mut pu = reorder(&m.user_factors, &user_new, k, true);
+    let mut bi = reorder(&m.item_bias, &item_new, 1, true);
+    let mut qi = reorder(&m.item_factors, &item_new, k, true);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(t)
         .build()
@@ -194,19 +186,22 @@ pub fn fit(ratings: &[Triple], users: usize, items: usize, p: &SgdParams) -> Exp
             });
         }
     }
-    let unpermute = |v: &[f32], new: &[u32], width: usize| {
-        let mut out = vec![0f32; v.len()];
-        for (old, &n) in new.iter().enumerate() {
-            out[old * width..(old + 1) * width]
-                .copy_from_slice(&v[n as usize * width..(n as usize + 1) * width]);
-        }
-        out
-    };
-    m.user_bias = unpermute(&bu, &user_new, 1);
-    m.user_factors = unpermute(&pu, &user_new, k);
-    m.item_bias = unpermute(&bi, &item_new, 1);
-    m.item_factors = unpermute(&qi, &item_new, k);
+    m.user_bias = reorder(&bu, &user_new, 1, false);
+    m.user_factors = reorder(&pu, &user_new, k, false);
+    m.item_bias = reorder(&bi, &item_new, 1, false);
+    m.item_factors = reorder(&qi, &item_new, k, false);
     m
+}
+
+/// Moves `width`-wide rows to their new index (`forward`) or back to their old one.
+fn reorder(v: &[f32], new: &[u32], width: usize, forward: bool) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for (old, &n) in new.iter().enumerate() {
+        let (a, b) = (old * width, n as usize * width);
+        let (from, to) = if forward { (a, b) } else { (b, a) };
+        out[to..to + width].copy_from_slice(&v[from..from + width]);
+    }
+    out
 }
 
 /// Assigns rows to `t` blocks of near-equal total count (largest first, each to the lightest

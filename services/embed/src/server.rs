@@ -15,7 +15,6 @@ use recalloc_proto::v1::embedder_server::EmbedderServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Largest request the server decodes (4,096 texts of 16 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -28,11 +27,8 @@ pub enum ServeError {
     Config { key: &'static str, message: String },
     #[error("model: {0}")]
     Model(#[from] ModelError),
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] recalloc_common::serve::BindError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -106,43 +102,15 @@ pub async fn run(
         fusion_params(&cfg),
         cfg.embed.max_request_texts as usize,
     );
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .with_service_name("recalloc.v1.Embedder")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let (http_addr, http) = recalloc_common::http::serve(
+    let reflection = recalloc_common::serve::reflection("recalloc.v1.Embedder")?;
+    let l = recalloc_common::serve::bind(
+        cfg.embed.grpc_addr,
         cfg.embed.metrics_addr,
         metrics.clone(),
         readiness.clone(),
-        stopped(),
     )
-    .await
-    .map_err(|source| ServeError::Bind {
-        addr: cfg.embed.metrics_addr,
-        source,
-    })?;
-    let listener = tokio::net::TcpListener::bind(cfg.embed.grpc_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.embed.grpc_addr,
-            source,
-        })?;
-    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.embed.grpc_addr,
-        source,
-    })?;
+    .await?;
+    let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
     on_bound(Bound {
         grpc: grpc_addr,
         http: http_addr,
@@ -163,17 +131,14 @@ pub async fn run(
             }
         })
     };
-    let (worker_stop_tx, worker_stop_rx) = watch::channel(false);
+    let worker_stop = recalloc_common::serve::Stop::default();
     let worker_task = tokio::spawn(worker::run(
         cfg.clone(),
         engine.clone(),
         store.clone(),
         metrics.clone(),
         readiness.clone(),
-        async move {
-            let mut rx = worker_stop_rx;
-            let _ = rx.wait_for(|s| *s).await;
-        },
+        worker_stop.signal(),
     ));
     let grpc = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new(metrics.clone()))
@@ -184,8 +149,8 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(recalloc_common::net::incoming(listener), stopped());
-    let http_task = tokio::spawn(http);
+        .serve_with_incoming_shutdown(recalloc_common::net::incoming(l.grpc), l.stop.signal());
+    let http_task = l.http;
     let mut grpc_task = tokio::spawn(grpc);
 
     let worker_result = tokio::select! {
@@ -199,7 +164,7 @@ pub async fn run(
     redis_checker.abort();
     readiness.set(false).await;
     // Phase 2: stop consuming; the worker commits what it stored.
-    let _ = worker_stop_tx.send(true);
+    worker_stop.stop();
     let worker_outcome = match tokio::time::timeout(GRACE, worker_task).await {
         Ok(Ok(r)) => r.map_err(ServeError::from),
         Ok(Err(e)) => {
@@ -212,7 +177,7 @@ pub async fn run(
         }
     };
     // Phase 3: stop accepting calls and let in-flight ones finish (bounded).
-    let _ = stop_tx.send(true);
+    l.stop.stop();
     if !grpc_task.is_finished() {
         match tokio::time::timeout(GRACE, grpc_task).await {
             Ok(Ok(r)) => r?,

@@ -12,7 +12,6 @@ use crate::batcher::{BatchError, Priority};
 use crate::engine::{EncodeError, Engine};
 use crate::store::{Target, VectorStore};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{Offset, TopicPartitionList};
 use recalloc_common::config::Config;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_ingest::consume::{self, Consumed};
@@ -201,7 +200,7 @@ pub async fn run(
         ))
     });
     let max = e.consumer_batch.max(1) as usize;
-    let mut stored: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut stored = consume::Stored::new();
     let result = loop {
         let batch = tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -225,12 +224,7 @@ pub async fn run(
                 break Err(WorkerError::Assign(format!("inference: {e}")));
             }
         }
-        for c in &batch {
-            let e = stored
-                .entry((c.topic.clone(), c.partition))
-                .or_insert(c.offset);
-            *e = (*e).max(c.offset);
-        }
+        consume::record_stored(&mut stored, &batch);
         if let Err(e) = consumer.commit(&consume::next_offsets(&batch), CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed");
         }
@@ -239,16 +233,7 @@ pub async fn run(
     if let Some(s) = sweeper {
         s.abort();
     }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in &stored {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
-    }
-    if tpl.count() > 0
-        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
-    {
-        tracing::warn!(error = %e, "final offset commit failed; the next start redelivers, harmlessly");
-    }
-    let _ = consumer.unassign();
+    consume::commit_stored(&consumer, &stored);
     result
 }
 
@@ -284,23 +269,7 @@ async fn watch_lag(
     readiness: Arc<Readiness>,
 ) {
     loop {
-        let c = consumer.clone();
-        match tokio::task::spawn_blocking(move || consume::lag(&c, &TOPICS)).await {
-            Ok(Ok(lags)) => {
-                for ((topic, partition), lag) in lags {
-                    let p = partition.to_string();
-                    metrics.set_gauge(
-                        LAG,
-                        LAG_HELP,
-                        &[("topic", &topic), ("partition", &p)],
-                        lag as f64,
-                    );
-                }
-                readiness.record("kafka", Ok(())).await;
-            }
-            Ok(Err(e)) => readiness.record("kafka", Err(e)).await,
-            Err(e) => readiness.record("kafka", Err(e.to_string())).await,
-        }
+        consume::report_lag(&consumer, &TOPICS, LAG, LAG_HELP, &metrics, &readiness).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

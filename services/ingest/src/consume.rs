@@ -174,3 +174,60 @@ pub fn lag(
     }
     Ok(out)
 }
+
+/// The highest offset per partition whose effect is stored: what a stopping consumer commits.
+pub type Stored = BTreeMap<(String, i32), i64>;
+
+/// Notes a batch whose effect is now stored.
+pub fn record_stored(stored: &mut Stored, batch: &[Consumed]) {
+    for c in batch {
+        let e = stored
+            .entry((c.topic.clone(), c.partition))
+            .or_insert(c.offset);
+        *e = (*e).max(c.offset);
+    }
+}
+
+/// The last step of a stopping consumer: commit what is stored, synchronously, and leave the
+/// partitions. (Its position may be past a batch that shutdown interrupted before storing.)
+pub fn commit_stored(consumer: &StreamConsumer, stored: &Stored) {
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in stored {
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+    {
+        tracing::warn!(error = %e, "final offset commit failed; the next start redelivers, harmlessly");
+    }
+    let _ = consumer.unassign();
+}
+
+/// One check of the consumer's lag: sets the `gauge` per topic and partition and records the
+/// broker in `readiness`.
+pub async fn report_lag(
+    consumer: &std::sync::Arc<StreamConsumer>,
+    topic_names: &'static [&'static str],
+    gauge: &'static str,
+    help: &'static str,
+    metrics: &recalloc_common::Metrics,
+    readiness: &recalloc_common::Readiness,
+) {
+    let c = consumer.clone();
+    match tokio::task::spawn_blocking(move || lag(&c, topic_names)).await {
+        Ok(Ok(lags)) => {
+            for ((topic, partition), lag) in lags {
+                let p = partition.to_string();
+                metrics.set_gauge(
+                    gauge,
+                    help,
+                    &[("topic", &topic), ("partition", &p)],
+                    lag as f64,
+                );
+            }
+            readiness.record("kafka", Ok(())).await;
+        }
+        Ok(Err(e)) => readiness.record("kafka", Err(e)).await,
+        Err(e) => readiness.record("kafka", Err(e.to_string())).await,
+    }
+}

@@ -9,7 +9,7 @@
 //! `rebuild` replays the topics from the beginning into an emptied Redis with the same code.
 
 use crate::consume::{
-    Consumed, assign_partitions, connect_redis, consumer_config, lag, next_batch, next_offsets,
+    self, Consumed, assign_partitions, connect_redis, consumer_config, next_batch, next_offsets,
 };
 use crate::state::{self, Record, Scripts};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -149,7 +149,7 @@ pub async fn run(
     let max = cfg.featurizer.batch_size.max(1) as usize;
     // Offsets of what is in Redis; committed again synchronously at shutdown. (The consumer's
     // own position may be past a batch that shutdown interrupted before it was applied.)
-    let mut applied: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut applied = consume::Stored::new();
     tokio::pin!(shutdown);
     let result = loop {
         let batch = tokio::select! {
@@ -171,12 +171,7 @@ pub async fn run(
             Err(e) => break Err(e),
         };
         tracing::debug!(records = batch.len(), new_events, "batch applied");
-        for c in &batch {
-            let e = applied
-                .entry((c.topic.clone(), c.partition))
-                .or_insert(c.offset);
-            *e = (*e).max(c.offset);
-        }
+        consume::record_stored(&mut applied, &batch);
         if let Err(e) = consumer.commit(&next_offsets(&batch), CommitMode::Async) {
             // Not fatal: the next commit covers these offsets, and redelivery is harmless.
             tracing::warn!(error = %e, "offset commit failed");
@@ -185,16 +180,7 @@ pub async fn run(
     readiness.set(false).await;
     watcher.abort();
     tracing::info!("featurizer stopping: committing the applied offsets");
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in &applied {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
-    }
-    if tpl.count() > 0
-        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
-    {
-        tracing::warn!(error = %e, "final offset commit failed; the next start redelivers, harmlessly");
-    }
-    let _ = consumer.unassign();
+    consume::commit_stored(&consumer, &applied);
     result
 }
 
@@ -209,24 +195,7 @@ async fn watch_dependencies(
         readiness
             .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
             .await;
-        let c = consumer.clone();
-        let kafka = tokio::task::spawn_blocking(move || lag(&c, &topics::ALL)).await;
-        match kafka {
-            Ok(Ok(lags)) => {
-                for ((topic, partition), lag) in lags {
-                    let p = partition.to_string();
-                    metrics.set_gauge(
-                        LAG,
-                        LAG_HELP,
-                        &[("topic", &topic), ("partition", &p)],
-                        lag as f64,
-                    );
-                }
-                readiness.record("kafka", Ok(())).await;
-            }
-            Ok(Err(e)) => readiness.record("kafka", Err(e)).await,
-            Err(e) => readiness.record("kafka", Err(e.to_string())).await,
-        }
+        consume::report_lag(&consumer, &topics::ALL, LAG, LAG_HELP, &metrics, &readiness).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

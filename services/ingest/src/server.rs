@@ -11,7 +11,6 @@ use recalloc_proto::v1::ingest_server::IngestServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Largest request the server decodes; batches are bounded by record count too.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -24,11 +23,8 @@ pub enum ServeError {
     Config(String),
     #[error("kafka producer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] recalloc_common::serve::BindError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -63,44 +59,15 @@ pub async fn run(
         cfg.redis.url.clone(),
         metrics.clone(),
     );
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        // List what this process serves, not every service the shared descriptor set defines.
-        .with_service_name("recalloc.v1.Ingest")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let (http_addr, http) = recalloc_common::http::serve(
+    let reflection = recalloc_common::serve::reflection("recalloc.v1.Ingest")?;
+    let l = recalloc_common::serve::bind(
+        cfg.ingest.grpc_addr,
         cfg.ingest.metrics_addr,
         metrics.clone(),
         readiness.clone(),
-        stopped(),
     )
-    .await
-    .map_err(|source| ServeError::Bind {
-        addr: cfg.ingest.metrics_addr,
-        source,
-    })?;
-    let listener = tokio::net::TcpListener::bind(cfg.ingest.grpc_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.ingest.grpc_addr,
-            source,
-        })?;
-    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.ingest.grpc_addr,
-        source,
-    })?;
+    .await?;
+    let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
     on_bound(Bound {
         grpc: grpc_addr,
         http: http_addr,
@@ -127,8 +94,8 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(recalloc_common::net::incoming(listener), stopped());
-    let http_task = tokio::spawn(http);
+        .serve_with_incoming_shutdown(recalloc_common::net::incoming(l.grpc), l.stop.signal());
+    let http_task = l.http;
     let grpc_task = tokio::spawn(grpc);
 
     shutdown.await;
@@ -136,7 +103,7 @@ pub async fn run(
     checker.abort();
     readiness.set(false).await;
     // Phase 2: stop accepting, let in-flight calls finish (bounded).
-    let _ = stop_tx.send(true);
+    l.stop.stop();
     match tokio::time::timeout(GRACE, grpc_task).await {
         Ok(Ok(r)) => r?,
         Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),

@@ -15,7 +15,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -24,11 +23,8 @@ pub const GRACE: Duration = Duration::from_secs(10);
 pub enum ServeError {
     #[error("invalid config key {key}: {message}")]
     Config { key: &'static str, message: String },
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] recalloc_common::serve::BindError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -120,42 +116,15 @@ pub async fn run(
         cfg.clone(),
         metrics.clone(),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .with_service_name("recalloc.v1.Ranker")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let (http_addr, http) = recalloc_common::http::serve(
+    let reflection = recalloc_common::serve::reflection("recalloc.v1.Ranker")?;
+    let l = recalloc_common::serve::bind(
+        cfg.rank.grpc_addr,
         cfg.rank.metrics_addr,
         metrics.clone(),
         readiness.clone(),
-        stopped(),
     )
-    .await
-    .map_err(|source| ServeError::Bind {
-        addr: cfg.rank.metrics_addr,
-        source,
-    })?;
-    let listener = tokio::net::TcpListener::bind(cfg.rank.grpc_addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.rank.grpc_addr,
-            source,
-        })?;
-    let grpc_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: cfg.rank.grpc_addr,
-        source,
-    })?;
+    .await?;
+    let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
     on_bound(Bound {
         grpc: grpc_addr,
         http: http_addr,
@@ -227,8 +196,8 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(recalloc_common::net::incoming(listener), stopped());
-    let http_task = tokio::spawn(http);
+        .serve_with_incoming_shutdown(recalloc_common::net::incoming(l.grpc), l.stop.signal());
+    let http_task = l.http;
     let grpc_task = tokio::spawn(grpc);
     shutdown.await;
     poller.abort();
@@ -236,7 +205,7 @@ pub async fn run(
         s.abort();
     }
     readiness.set(false).await;
-    let _ = stop_tx.send(true);
+    l.stop.stop();
     match tokio::time::timeout(GRACE, grpc_task).await {
         Ok(Ok(r)) => r?,
         Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),

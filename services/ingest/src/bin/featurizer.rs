@@ -23,18 +23,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let metrics = Metrics::new();
     let readiness = Readiness::new(None, &[]);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let stop = recalloc_common::serve::Stop::default();
     let (addr, http) = recalloc_common::http::serve(
         cfg.featurizer.metrics_addr,
         metrics.clone(),
         readiness.clone(),
-        stopped(),
+        stop.signal(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", cfg.featurizer.metrics_addr))?;
@@ -47,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         recalloc_common::shutdown::signal(),
     )
     .await;
-    let _ = stop_tx.send(true);
+    stop.stop();
     let _ = http.await;
     result?;
     tracing::info!("featurizer stopped");
