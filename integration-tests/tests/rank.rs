@@ -388,6 +388,42 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
         };
         assert_eq!(ids(b), ids(&single), "user {u}");
     }
+
+    // A rebuild from the topics keeps the trained models (the log cannot bring them back).
+    let out = c.cli(&["rebuild"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let current: Option<String> = redis::cmd("GET")
+        .arg(store::CURRENT)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        current.as_deref(),
+        Some(info_version(&mut rank).await.as_str())
+    );
+    assert_eq!(
+        rank.recommend(req("u3", 5))
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+            .len(),
+        5
+    );
+}
+
+async fn info_version(
+    rank: &mut recalloc_proto::v1::ranker_client::RankerClient<tonic::transport::Channel>,
+) -> String {
+    rank.get_model_info(GetModelInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .version
 }
 
 #[tokio::test(flavor = "multi_thread")]

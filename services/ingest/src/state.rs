@@ -299,7 +299,12 @@ pub async fn counts(con: &mut ConnectionManager) -> redis::RedisResult<Counts> {
     })
 }
 
-/// Deletes every derived key (all of `rc:*`), for a rebuild from the topics.
+/// Keys under this prefix are trained models (the rank service's), not state derived from the
+/// topics: a rebuild keeps them, since replaying the log cannot bring them back.
+pub const MODELS_PREFIX: &str = "rc:model:";
+
+/// Deletes every key derived from the topics (all of `rc:*` but the models), for a rebuild.
+/// Vectors go too; the embed service's sweep re-embeds the rebuilt items and users.
 pub async fn wipe(con: &mut ConnectionManager) -> redis::RedisResult<u64> {
     let mut cursor: u64 = 0;
     let mut deleted = 0u64;
@@ -312,6 +317,10 @@ pub async fn wipe(con: &mut ConnectionManager) -> redis::RedisResult<u64> {
             .arg(1000)
             .query_async(con)
             .await?;
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !k.starts_with(MODELS_PREFIX))
+            .collect();
         if !keys.is_empty() {
             let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(con).await?;
             deleted += n;
