@@ -28,8 +28,7 @@ install:
 demo: build up
 	$(CLI) load goodbooks $(DEMO_DATA)
 	@echo "waiting for the featurizer and the embed worker to catch up…"
-	@prev=""; for i in $$(seq 150); do cur=$$($(CLI) stats); [ "$$cur" = "$$prev" ] && break; prev=$$cur; sleep 3; done
-	$(CLI) stats
+	@bash deploy/local/settle.sh
 	$(CLI) train --algorithm hybrid
 	@for u in $(DEMO_USERS); do $(CLI) recommend --user $$u -k 5 --explain; done
 	$(CLI) eval goodbooks $(DEMO_DATA)
