@@ -44,6 +44,13 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// The addresses a server actually bound (port 0 in tests becomes a real port).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
 /// The bound listeners of one server.
 pub struct Listeners {
     /// The gRPC listener, bound, for `serve_with_incoming_shutdown(net::incoming(..))`.
@@ -53,6 +60,15 @@ pub struct Listeners {
     /// The HTTP server, running until `stop` is stopped.
     pub http: JoinHandle<std::io::Result<()>>,
     pub stop: Stop,
+}
+
+impl Listeners {
+    pub fn bound(&self) -> Bound {
+        Bound {
+            grpc: self.grpc_addr,
+            http: self.http_addr,
+        }
+    }
 }
 
 /// Binds the HTTP endpoint (and starts it) and the gRPC listener.

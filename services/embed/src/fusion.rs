@@ -20,7 +20,6 @@
 //! read, so it follows each applied event.
 
 use crate::vectors::normalize;
-use recalloc_proto::v1::EventKind;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FusionParams {
@@ -32,15 +31,7 @@ pub struct FusionParams {
     pub rating_max: f64,
 }
 
-/// One entry of the featurizer's history list.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct HistoryEntry {
-    pub item: String,
-    pub kind: String,
-    #[serde(default)]
-    pub value: f64,
-    pub ts: i64,
-}
+pub use recalloc_ingest::state::HistoryEntry;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused {
@@ -49,29 +40,9 @@ pub struct Fused {
     pub items_used: usize,
 }
 
-fn kind_from_name(name: &str) -> Option<EventKind> {
-    (0..=8)
-        .filter_map(|i| EventKind::try_from(i).ok())
-        .find(|k| recalloc_ingest::state::kind_name(*k) == name)
-}
-
 /// The weight of one history entry before decay.
 pub fn entry_weight(e: &HistoryEntry, p: &FusionParams) -> f64 {
-    let Some(kind) = kind_from_name(&e.kind) else {
-        return 0.0;
-    };
-    let base = recalloc_ingest::state::kind_weight(kind);
-    if kind == EventKind::Rating {
-        let span = p.rating_max - p.rating_min;
-        let strength = if span > 0.0 {
-            ((e.value - p.rating_min) / span).clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        base * strength
-    } else {
-        base
-    }
+    recalloc_ingest::state::event_strength(&e.kind, e.value, p.rating_min, p.rating_max)
 }
 
 /// Fuses a text vector with the history. `history` pairs each entry (newest first) with its

@@ -13,7 +13,6 @@ use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::embedder_server::EmbedderServer;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Largest request the server decodes (4,096 texts of 16 KiB).
@@ -39,11 +38,7 @@ pub enum ServeError {
     Worker(#[from] worker::WorkerError),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-}
+pub use recalloc_common::serve::Bound;
 
 pub fn fusion_params(cfg: &Config) -> FusionParams {
     FusionParams {
@@ -111,10 +106,7 @@ pub async fn run(
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(Bound {
-        grpc: grpc_addr,
-        http: http_addr,
-    });
+    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, storage = encoding.name(), "embed serving");
 
     let redis_checker = {

@@ -13,7 +13,7 @@
 
 use crate::fusion::HistoryEntry;
 use crate::vectors::{self, Encoding};
-use recalloc_ingest::state::{self, item_key, user_history_key, user_key};
+use recalloc_ingest::state::{self, item_key, user_key};
 use recalloc_proto::v1::{Item, User};
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
@@ -220,18 +220,9 @@ impl VectorStore {
             .flatten())
     }
 
-    /// The user's recent history, newest first (entries that do not parse are skipped).
+    /// The user's recent history, newest first.
     pub async fn history(&self, user: &str) -> redis::RedisResult<Vec<HistoryEntry>> {
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(user_history_key(user))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.con.clone())
-            .await?;
-        Ok(raw
-            .iter()
-            .filter_map(|r| serde_json::from_str(r).ok())
-            .collect())
+        state::history(&mut self.con.clone(), user).await
     }
 
     /// Items and users that Redis knows, with text, but without a vector.

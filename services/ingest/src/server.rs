@@ -9,7 +9,6 @@ use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::ingest_server::IngestServer;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Largest request the server decodes; batches are bounded by record count too.
@@ -31,12 +30,7 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Addresses actually bound (port 0 in tests becomes a real port).
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-}
+pub use recalloc_common::serve::Bound;
 
 /// Serves until `shutdown` resolves: stop readiness → stop accepting and drain calls → flush
 /// the producer. `on_bound` learns the bound addresses before serving starts.
@@ -68,10 +62,7 @@ pub async fn run(
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(Bound {
-        grpc: grpc_addr,
-        http: http_addr,
-    });
+    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, brokers = %cfg.kafka.brokers, "ingest serving");
 
     let checker = {

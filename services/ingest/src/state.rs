@@ -61,6 +61,57 @@ pub fn kind_weight(kind: EventKind) -> f64 {
     }
 }
 
+/// One entry of a user's `hist` list, as the featurizer writes it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct HistoryEntry {
+    pub item: String,
+    pub kind: String,
+    #[serde(default)]
+    pub value: f64,
+    #[serde(default)]
+    pub ts: i64,
+}
+
+/// A user's recent history, newest first (entries that do not parse are skipped).
+pub async fn history(
+    con: &mut ConnectionManager,
+    user: &str,
+) -> redis::RedisResult<Vec<HistoryEntry>> {
+    let raw: Vec<String> = redis::cmd("LRANGE")
+        .arg(user_history_key(user))
+        .arg(0)
+        .arg(-1)
+        .query_async(con)
+        .await?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect())
+}
+
+/// The kind a history entry names (see [`kind_name`]).
+pub fn kind_from_name(name: &str) -> Option<EventKind> {
+    (0..=8)
+        .filter_map(|i| EventKind::try_from(i).ok())
+        .find(|k| kind_name(*k) == name)
+}
+
+/// How strongly one event says "the user likes the item": the kind's weight, and for a
+/// rating that weight times its place on the rating scale, so a lowest rating counts nothing.
+/// Unknown kinds count nothing. Used by profile fusion and by implicit training.
+pub fn event_strength(kind: &str, value: f64, rating_min: f64, rating_max: f64) -> f64 {
+    let Some(k) = kind_from_name(kind) else {
+        return 0.0;
+    };
+    let w = kind_weight(k);
+    let span = rating_max - rating_min;
+    if k == EventKind::Rating && span > 0.0 {
+        w * ((value - rating_min) / span).clamp(0.0, 1.0)
+    } else {
+        w
+    }
+}
+
 /// Short lower-case name used in history entries and logs.
 pub fn kind_name(kind: EventKind) -> &'static str {
     match kind {

@@ -12,7 +12,6 @@ use recalloc_proto::v1::TrainRequest;
 use recalloc_proto::v1::ranker_server::RankerServer;
 use redis::aio::ConnectionManager;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +32,7 @@ pub enum ServeError {
     Redis(#[from] redis::RedisError),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Bound {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-}
+pub use recalloc_common::serve::Bound;
 
 const SWAPS: &str = "recalloc_rank_model_swaps_total";
 const SWAPS_HELP: &str = "model versions loaded by this server";
@@ -125,10 +120,7 @@ pub async fn run(
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(Bound {
-        grpc: grpc_addr,
-        http: http_addr,
-    });
+    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, "rank serving");
 
     // Redis health, and the poller that hot-swaps new model versions.

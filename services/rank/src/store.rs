@@ -179,32 +179,14 @@ pub fn decode_model(version: &str, bytes: &[u8]) -> Result<Model, StoreError> {
     })
 }
 
-/// One history entry of the featurizer's list.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct HistoryEntry {
-    pub item: String,
-    pub kind: String,
-    #[serde(default)]
-    pub value: f64,
-    #[serde(default)]
-    pub ts: i64,
-}
+pub use recalloc_ingest::state::HistoryEntry;
 
 /// A user's recent history, newest first.
 pub async fn history(
     con: &mut ConnectionManager,
     user: &str,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
-    let raw: Vec<String> = redis::cmd("LRANGE")
-        .arg(user_history_key(user))
-        .arg(0)
-        .arg(-1)
-        .query_async(con)
-        .await?;
-    Ok(raw
-        .iter()
-        .filter_map(|r| serde_json::from_str(r).ok())
-        .collect())
+    Ok(state::history(con, user).await?)
 }
 
 /// A user's text vector (`rc:user:{u:<id>}:vec`), if the embed service made one.

@@ -14,7 +14,6 @@ use recalloc_factor::als::{self, AlsParams};
 use recalloc_factor::data::{Csr, IdMap, Triple};
 use recalloc_factor::model::{self, Algorithm, Model, Parts};
 use recalloc_factor::sgd::{self, SgdParams};
-use recalloc_proto::v1::EventKind;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,27 +35,9 @@ pub enum TrainError {
     NoData(String),
 }
 
-fn kind_of(name: &str) -> Option<EventKind> {
-    (0..=8)
-        .filter_map(|i| EventKind::try_from(i).ok())
-        .find(|k| recalloc_ingest::state::kind_name(*k) == name)
-}
-
 /// The strength of one history entry for implicit training (0 = ignore).
 pub fn strength(kind: &str, value: f64, p: &TrainParams) -> f32 {
-    let Some(k) = kind_of(kind) else { return 0.0 };
-    let w = recalloc_ingest::state::kind_weight(k);
-    let scaled = if k == EventKind::Rating {
-        let span = p.rating_max - p.rating_min;
-        if span > 0.0 {
-            w * ((value - p.rating_min) / span).clamp(0.0, 1.0)
-        } else {
-            w
-        }
-    } else {
-        w
-    };
-    scaled as f32
+    recalloc_ingest::state::event_strength(kind, value, p.rating_min, p.rating_max) as f32
 }
 
 /// Trains a model. `version` and `now_ms` name it.
