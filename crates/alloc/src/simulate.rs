@@ -34,9 +34,14 @@
 //! for one step), pods become ready exactly `startup_seconds` after they are requested, and
 //! every metric is integrated exactly between events. Metrics, per policy:
 //!
-//! * `slack` = ∫ ready capacity dt / ∫ demand dt − 1, where ready capacity = ready pods ×
-//!   capacity per pod. Starting pods are not counted (they cost but do not serve); a pod's
-//!   total cost shows in `mean_replicas`.
+//! * `slack` = provisioned / needed − 1 = ∫ ready pods dt / ∫ needed pods dt − 1, where
+//!   needed pods = max(min replicas, ⌈demand / capacity per pod⌉) (at most max replicas):
+//!   capacity is bought in pods, so the pods the demand needs are what "needed" means, and a
+//!   clairvoyant policy scores 0. Starting pods are not counted (they cost but do not serve);
+//!   a pod's total cost shows in `mean_replicas`.
+//! * `slack_over_demand` = ∫ ready capacity dt / ∫ demand dt − 1: the same ratio against the
+//!   demand itself, which also counts the unused part of the last pod; [`oracle_slack`] is its
+//!   floor.
 //! * `under_provisioned_seconds` = time during which ready capacity < demand.
 //! * `unmet_demand` = ∫ max(0, demand − ready capacity) dt (demand unit × seconds: requests
 //!   when demand is requests per second).
@@ -240,6 +245,7 @@ impl FromStr for Policy {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PolicyReport {
     pub slack: f64,
+    pub slack_over_demand: f64,
     pub under_provisioned_seconds: f64,
     pub unmet_demand: f64,
     pub scaling_actions: u64,
@@ -247,6 +253,8 @@ pub struct PolicyReport {
     pub peak_replicas: u32,
     /// ∫ ready capacity dt.
     pub provisioned: f64,
+    /// ∫ needed pods × capacity per pod dt.
+    pub needed: f64,
     /// ∫ demand dt.
     pub demand: f64,
     pub duration_seconds: f64,
@@ -270,9 +278,9 @@ pub struct Series {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
     pub policies: BTreeMap<String, PolicyReport>,
-    /// The slack of a clairvoyant policy (see [`oracle_slack`]): no policy that is never short
-    /// can go below it.
-    pub oracle_slack: f64,
+    /// The `slack_over_demand` of a clairvoyant policy (see [`oracle_slack`]): no policy that
+    /// is never short can go below it. (Its `slack` is 0 by definition.)
+    pub oracle_slack_over_demand: f64,
     #[serde(skip)]
     pub series: Series,
 }
@@ -307,7 +315,7 @@ pub fn run_all(trace: &Trace, params: &SimParams) -> Result<Comparison, SimError
     }
     Ok(Comparison {
         policies,
-        oracle_slack: oracle_slack(trace, params)?,
+        oracle_slack_over_demand: oracle_slack(trace, params)?,
         series,
     })
 }
@@ -326,16 +334,23 @@ pub fn oracle_slack(trace: &Trace, params: &SimParams) -> Result<f64, SimError> 
     for (i, (&t, &d)) in ts.iter().zip(values).enumerate() {
         let next = ts.get(i + 1).copied().unwrap_or(end);
         let dt = (next - t.max(scored_from)).max(0) as f64;
-        let pods =
-            ceil_u32(d / params.capacity_per_pod).clamp(params.min_replicas, params.max_replicas);
         demand += d * dt;
-        capacity += pods as f64 * params.capacity_per_pod * dt;
+        capacity += needed_pods(d, params) as f64 * params.capacity_per_pod * dt;
     }
-    Ok(if demand > 0.0 {
-        capacity / demand - 1.0
+    Ok(ratio_minus_one(capacity, demand))
+}
+
+/// The pods a demand needs: max(min replicas, ⌈demand / capacity⌉), at most max replicas.
+fn needed_pods(demand: f64, params: &SimParams) -> u32 {
+    ceil_u32(demand / params.capacity_per_pod).clamp(params.min_replicas, params.max_replicas)
+}
+
+fn ratio_minus_one(provisioned: f64, needed: f64) -> f64 {
+    if needed > 0.0 {
+        provisioned / needed - 1.0
     } else {
         0.0
-    })
+    }
 }
 
 /// The steps a new pod misses: its start-up in steps, rounded half up. With one-minute steps
@@ -348,11 +363,7 @@ fn lead_steps(params: &SimParams, step: u64) -> usize {
 /// The forecasts the seed and recalloc policies see at each trace step, made from the history
 /// up to that step only.
 ///
-/// The planning path is the point forecast plus the service-level error *at the lead time*,
-/// not the h-step quantile for each h: under a receding horizon the capacity of step k + h is
-/// committed only `lead` steps before it, when the forecast for it is as good as a lead-step
-/// forecast. Planning on ever-wider h-step quantiles would hold capacity for uncertainty that
-/// later re-plans resolve.
+/// The planning path is [`crate::forecast::planning_path`].
 struct Outlook {
     /// high[k][h − 1]: the planning demand for step k + h, made at step k.
     high: Vec<Vec<f64>>,
@@ -402,15 +413,7 @@ impl Outlook {
             if k + h + 1 < n {
                 band[k + h + 1] = (f.point[h], lo[h], hi[h]);
             }
-            let margin = hi[h] - f.point[h];
-            let path = f
-                .point
-                .iter()
-                .zip(hi)
-                .enumerate()
-                .map(|(i, (p, q))| if i <= h { *q } else { p + margin })
-                .collect();
-            high.push(path);
+            high.push(crate::forecast::planning_path(&f.point, hi, lead));
         }
         Ok(Self { high, band })
     }
@@ -738,7 +741,7 @@ fn replay(
     };
     let mut desired = pods.total();
     let mut actions = 0u64;
-    let (mut demand_int, mut cap_int, mut pods_int) = (0.0, 0.0, 0.0);
+    let (mut demand_int, mut cap_int, mut pods_int, mut needed_int) = (0.0, 0.0, 0.0, 0.0);
     let (mut under, mut unmet) = (0.0, 0.0);
     let mut peak = if scored_from <= t0 { desired } else { 0 };
     let mut capacity_by_step = vec![0.0; n];
@@ -821,6 +824,7 @@ fn replay(
                 demand_int += d * dt;
                 cap_int += cap * dt;
                 pods_int += pods.total() as f64 * dt;
+                needed_int += needed_pods(d, params) as f64 * kappa * dt;
                 if cap < d {
                     under += dt;
                     unmet += (d - cap) * dt;
@@ -837,17 +841,15 @@ fn replay(
     let duration = (t_end - scored_from) as f64;
     Ok((
         PolicyReport {
-            slack: if demand_int > 0.0 {
-                cap_int / demand_int - 1.0
-            } else {
-                0.0
-            },
+            slack: ratio_minus_one(cap_int, needed_int),
+            slack_over_demand: ratio_minus_one(cap_int, demand_int),
             under_provisioned_seconds: under,
             unmet_demand: unmet,
             scaling_actions: actions,
             mean_replicas: pods_int / duration,
             peak_replicas: peak,
             provisioned: cap_int,
+            needed: needed_int,
             demand: demand_int,
             duration_seconds: duration,
         },

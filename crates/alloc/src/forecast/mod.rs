@@ -424,6 +424,27 @@ impl FittedForecaster {
     }
 }
 
+/// The demand a receding-horizon planner should provision for, from a forecast's point path
+/// and its service-level quantile path, when capacity takes `lead` steps to arrive: the
+/// quantile itself up to the lead time, then the point forecast plus the quantile's margin *at
+/// the lead time*, not the ever-wider h-step quantile. Capacity for step k + h is committed
+/// only `lead` steps before it, by a later re-plan that forecasts it as well as a lead-step
+/// forecast; planning on h-step quantiles would hold capacity for uncertainty those re-plans
+/// resolve.
+pub fn planning_path(point: &[f64], high: &[f64], lead: usize) -> Vec<f64> {
+    let h = lead.max(1) - 1;
+    let margin = match (high.get(h), point.get(h)) {
+        (Some(q), Some(p)) => q - p,
+        _ => 0.0,
+    };
+    point
+        .iter()
+        .zip(high)
+        .enumerate()
+        .map(|(i, (p, q))| if i <= h { *q } else { p + margin })
+        .collect()
+}
+
 /// Rolling-origin accuracy of the forecaster on a series: fit on the first `train_fraction`,
 /// then step through the rest feeding observations (no refit), scoring each origin's forecasts.
 #[derive(Debug, Clone, PartialEq, Serialize)]

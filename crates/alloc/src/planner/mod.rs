@@ -234,7 +234,12 @@ pub fn solve(problem: &Problem) -> Result<Plan, PlanError> {
 /// serve before it already exist and are kept.
 pub fn plan_first_step(problem: &Problem) -> Result<Vec<u32>, PlanError> {
     let plan = solve(problem)?;
-    Ok(problem
+    Ok(requests_now(problem, &plan))
+}
+
+/// Per deployment, the replica count to request now under `plan` (see [`plan_first_step`]).
+pub fn requests_now(problem: &Problem, plan: &Plan) -> Vec<u32> {
+    problem
         .deployments
         .iter()
         .zip(&plan.replicas)
@@ -244,7 +249,7 @@ pub fn plan_first_step(problem: &Problem) -> Result<Vec<u32>, PlanError> {
                 .and_then(|p| p.iter().max().copied())
                 .unwrap_or(d.initial)
         })
-        .collect())
+        .collect()
 }
 
 /// The benchmark instance: `deployments` deployments over `steps` five-minute steps with
