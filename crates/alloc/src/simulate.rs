@@ -360,6 +360,20 @@ fn lead_steps(params: &SimParams, step: u64) -> usize {
     ((2 * params.startup_seconds + step) / (2 * step)) as usize
 }
 
+/// The forecast quantile to start pods for when they start faster than a step lasts (daily
+/// points, say). Such pods are only needed from the step's start until the re-plan at that
+/// start has seen the actual demand and let the surplus go: each one costs about one start-up
+/// of a pod, against a whole step for a planned one, while a shortfall costs the same breach
+/// as ever. The newsvendor rule with those prices, τ = p / (p + c) with p = s / (1 − s) and
+/// c = start-up / step, gives a quantile close to 1: start what the worst errors seen would
+/// need. (With start-up ≥ step it is just the service level.)
+fn prewarm_quantile(params: &SimParams, step: u64) -> f64 {
+    let s = params.recalloc.service_level;
+    let c = (params.startup_seconds as f64 / step.max(1) as f64).min(1.0);
+    let tau = s / (s + (1.0 - s) * c);
+    tau.clamp(s, 1.0 - 1e-9)
+}
+
 /// The forecasts the seed and recalloc policies see at each trace step, made from the history
 /// up to that step only.
 ///
@@ -367,6 +381,8 @@ fn lead_steps(params: &SimParams, step: u64) -> usize {
 struct Outlook {
     /// high[k][h − 1]: the planning demand for step k + h, made at step k.
     high: Vec<Vec<f64>>,
+    /// prewarm[k]: the demand to start pods for before step k + 1 (see [`prewarm_quantile`]).
+    prewarm: Vec<f64>,
     /// (point, low, high) for step k, made at step k − lead (NaN when none).
     band: Vec<(f64, f64, f64)>,
 }
@@ -384,12 +400,14 @@ impl Outlook {
             .max(1);
         let options = FitOptions {
             max_horizon: horizon,
+            eval_quantiles: vec![0.5, r.service_level],
             ..FitOptions::default()
         };
-        let quantiles = [r.band_low, r.service_level];
+        let quantiles = [r.band_low, r.service_level, prewarm_quantile(params, step)];
         let mut model: Option<FittedForecaster> = None;
         let mut last_fit = 0;
         let mut high = Vec::with_capacity(n);
+        let mut prewarm = Vec::with_capacity(n);
         let mut band = vec![(f64::NAN, f64::NAN, f64::NAN); n];
         for k in 0..n {
             let refit = match model {
@@ -414,8 +432,13 @@ impl Outlook {
                 band[k + h + 1] = (f.point[h], lo[h], hi[h]);
             }
             high.push(crate::forecast::planning_path(&f.point, hi, lead));
+            prewarm.push(f.quantiles[2].1[0]);
         }
-        Ok(Self { high, band })
+        Ok(Self {
+            high,
+            prewarm,
+            band,
+        })
     }
 }
 
@@ -575,7 +598,7 @@ impl Controller for Recalloc<'_> {
         if !c.new_step {
             if self.prewarm_at(c).is_some_and(|t| c.now >= t) {
                 self.prewarmed = true;
-                let next = self.outlook.high[c.step][0];
+                let next = self.outlook.prewarm[c.step];
                 let need = ceil_u32(next / self.params.capacity_per_pod);
                 return Ok(c.pods.max(need));
             }
@@ -687,6 +710,7 @@ fn replay(
     let (min, max) = (params.min_replicas, params.max_replicas);
     let empty = Outlook {
         high: Vec::new(),
+        prewarm: Vec::new(),
         band: Vec::new(),
     };
     let outlook = outlook.unwrap_or(&empty);

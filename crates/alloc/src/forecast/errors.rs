@@ -16,6 +16,52 @@ pub enum ErrorKind {
     /// Errors scaled by √max(|ŷ|, floor): counts of independent requests (Poisson-like)
     /// have a spread that grows with the square root of the level.
     SquareRoot,
+    /// Errors scaled by the recent volatility at the forecast origin: an exponentially
+    /// weighted mean of |y_t − y_{t−1}| ([`VOLATILITY_WEIGHT`]). Load alternates between calm
+    /// and bursty spells; this widens the band in a burst and narrows it in calm instead of
+    /// pricing every step at the history's worst spells (filtered historical simulation).
+    Volatility,
+}
+
+/// Weight of the newest change in the volatility estimate: RiskMetrics' decay of 0.94.
+pub const VOLATILITY_WEIGHT: f64 = 0.06;
+
+/// Recent volatility of a series, updated one observation at a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Volatility {
+    last: Option<f64>,
+    ewma: f64,
+}
+
+impl Volatility {
+    pub(super) fn new() -> Self {
+        Self {
+            last: None,
+            ewma: 0.0,
+        }
+    }
+
+    pub(super) fn observe(&mut self, y: f64) {
+        if let Some(last) = self.last {
+            self.ewma += VOLATILITY_WEIGHT * ((y - last).abs() - self.ewma);
+        }
+        self.last = Some(y);
+    }
+
+    pub(super) fn value(&self) -> f64 {
+        self.ewma
+    }
+
+    /// The volatility after each point of `y`: out[t] has seen y[..=t].
+    pub(super) fn path(y: &[f64]) -> Vec<f64> {
+        let mut v = Self::new();
+        y.iter()
+            .map(|&x| {
+                v.observe(x);
+                v.value()
+            })
+            .collect()
+    }
 }
 
 /// Backtested errors of one method under one [`ErrorKind`], sorted per horizon.
@@ -78,7 +124,7 @@ impl ErrorModel {
     }
 
     /// The forecast at the `j`-th τ of a model made by [`ErrorModel::at_quantiles`].
-    pub(super) fn quantile_at(&self, point: f64, h: usize, j: usize) -> f64 {
+    pub(super) fn quantile_at(&self, point: f64, vol: f64, h: usize, j: usize) -> f64 {
         let i = h.min(self.by_h.len()).saturating_sub(1);
         let q = self
             .by_h
@@ -87,26 +133,29 @@ impl ErrorModel {
             .get(j)
             .copied()
             .unwrap_or(0.0);
-        (point + self.scale(point) * q).max(0.0)
+        (point + self.scale(point, vol) * q).max(0.0)
     }
 
-    pub(super) fn scale(&self, point: f64) -> f64 {
+    /// The error scale around `point` when the volatility at the origin is `vol`.
+    pub(super) fn scale(&self, point: f64, vol: f64) -> f64 {
         match self.kind {
             ErrorKind::Absolute => 1.0,
             ErrorKind::Relative => point.abs().max(self.floor),
             ErrorKind::SquareRoot => point.abs().max(self.floor).sqrt(),
+            // A fifth of the level floor: calm spells may be calmer than 5 % of the mean.
+            ErrorKind::Volatility => vol.max(0.2 * self.floor),
         }
     }
 
     /// The τ-quantile forecast for horizon h (1-based) around `point`, clamped at zero.
-    pub(super) fn quantile(&self, point: f64, h: usize, tau: f64) -> f64 {
+    pub(super) fn quantile(&self, point: f64, vol: f64, h: usize, tau: f64) -> f64 {
         // A horizon's own sample when large enough, otherwise all horizons pooled.
         let i = h.min(self.by_h.len()).saturating_sub(1);
         let sample = match self.by_h.get(i) {
             Some(r) if r.len() >= 20 => r,
             _ => &self.pooled,
         };
-        (point + self.scale(point) * empirical_quantile(sample, tau)).max(0.0)
+        (point + self.scale(point, vol) * empirical_quantile(sample, tau)).max(0.0)
     }
 }
 
@@ -117,10 +166,11 @@ fn relative_floor(y: &[f64]) -> f64 {
 }
 
 /// Every error model, in scoring order.
-pub(super) const ERROR_KINDS: [ErrorKind; 3] = [
+pub(super) const ERROR_KINDS: [ErrorKind; 4] = [
     ErrorKind::Absolute,
     ErrorKind::Relative,
     ErrorKind::SquareRoot,
+    ErrorKind::Volatility,
 ];
 
 /// Backtests `method` on `y[..to]` and returns one error model per kind in `kinds`, plus the
@@ -146,12 +196,13 @@ pub(super) fn collect_errors(
         })
         .collect();
     let mut samples = vec![vec![Vec::new(); horizon]; kinds.len()];
+    let vol = Volatility::path(&y[..to]);
     let state = run_backtest(method, y, 0, to, horizon, budget, |origin, pts| {
         for (i, &p) in pts.iter().enumerate() {
             if origin + 1 + i < to {
                 let e = y[origin + 1 + i] - p;
                 for (m, s) in shells.iter().zip(&mut samples) {
-                    s[i].push(e / m.scale(p));
+                    s[i].push(e / m.scale(p, vol[origin]));
                 }
             }
         }

@@ -24,10 +24,10 @@ mod season;
 use serde::Serialize;
 use thiserror::Error;
 
-pub use errors::ErrorKind;
+pub use errors::{ErrorKind, VOLATILITY_WEIGHT};
 pub use season::{Seasonality, detect_seasonality};
 
-use errors::{ERROR_KINDS, ErrorModel, collect_errors};
+use errors::{ERROR_KINDS, ErrorModel, Volatility, collect_errors};
 use methods::{Method, State, grid_search, run_backtest};
 
 /// Minimum detrended autocorrelation at the seasonal lag for a season to count as present.
@@ -267,6 +267,7 @@ fn score_candidate(
     let mut loss = vec![vec![0.0; horizon]; models.len()];
     let mut count = vec![0usize; horizon];
     let (mut actual1, mut pred1) = (Vec::new(), Vec::new());
+    let vol = Volatility::path(y);
     let ran = run_backtest(
         method,
         y,
@@ -279,7 +280,7 @@ fn score_candidate(
                 let actual = y[origin + 1 + i];
                 for (m, l) in models.iter().zip(&mut loss) {
                     for (j, &tau) in options.eval_quantiles.iter().enumerate() {
-                        l[i] += pinball(actual, m.quantile_at(p, i + 1, j), tau);
+                        l[i] += pinball(actual, m.quantile_at(p, vol[origin], i + 1, j), tau);
                     }
                 }
                 count[i] += 1;
@@ -350,10 +351,15 @@ fn finish(
         by_h: Vec::new(),
         pooled: Vec::new(),
     });
+    let mut vol = Volatility::new();
+    for &v in y {
+        vol.observe(v);
+    }
     FittedForecaster {
         method,
         state,
         errors,
+        vol,
         seasonality,
         candidates,
     }
@@ -365,6 +371,8 @@ pub struct FittedForecaster {
     method: Method,
     state: State,
     errors: ErrorModel,
+    /// Recent volatility, for [`ErrorKind::Volatility`].
+    vol: Volatility,
     seasonality: Seasonality,
     candidates: Vec<CandidateScore>,
 }
@@ -394,6 +402,7 @@ impl FittedForecaster {
     pub fn observe(&mut self, y: f64) {
         if y.is_finite() {
             self.state.observe(y);
+            self.vol.observe(y);
         }
     }
 
@@ -411,7 +420,7 @@ impl FittedForecaster {
                 let path = point
                     .iter()
                     .enumerate()
-                    .map(|(i, &p)| self.errors.quantile(p, i + 1, tau))
+                    .map(|(i, &p)| self.errors.quantile(p, self.vol.value(), i + 1, tau))
                     .collect();
                 (tau, path)
             })

@@ -131,3 +131,37 @@ fn fitting_two_weeks_of_minutes_is_fast() {
     );
     assert!(f.seasonality().steps() == Some(1440));
 }
+
+#[test]
+fn volatility_errors_widen_the_band_in_bursts_only() {
+    // Calm spells (noise 0.2) and bursty ones (noise 10) alternating every 1000 steps: the
+    // volatility model wins on the holdout, and its band follows the spell it is in.
+    let mut rng = SplitMix64(9);
+    let y: Vec<f64> = (0..6000)
+        .map(|i| {
+            let noise = if (i / 1000) % 2 == 0 { 0.2 } else { 10.0 };
+            (20.0 + noise * rng.normal()).max(0.0)
+        })
+        .collect();
+    let options = FitOptions {
+        max_horizon: 5,
+        eval_quantiles: vec![0.5, 0.99],
+        // The holdout spans a calm and a bursty spell.
+        holdout_fraction: 0.4,
+        ..FitOptions::default()
+    };
+    let band = |history: &[f64]| {
+        let m = Forecaster::fit_with(history, 60, &options).unwrap();
+        assert_eq!(
+            m.error_kind(),
+            ErrorKind::Volatility,
+            "{:?}",
+            m.candidates()
+        );
+        let f = m.forecast(1, &[0.99]).unwrap();
+        f.quantiles[0].1[0] - f.point[0]
+    };
+    let calm = band(&y[..5000]); // ends in a calm spell
+    let burst = band(&y[..6000]); // ends in a bursty one
+    assert!(burst > 5.0 * calm, "calm {calm}, burst {burst}");
+}

@@ -173,7 +173,10 @@ fn print(name: &str, c: &Comparison) {
             r.mean_replicas
         );
     }
-    println!("{name}   oracle: slack over demand {:.3}", c.oracle_slack_over_demand);
+    println!(
+        "{name}   oracle: slack over demand {:.3}",
+        c.oracle_slack_over_demand
+    );
 }
 
 /// The acceptance comparison on the shared Crane traces (skipped when they are absent).
@@ -183,11 +186,9 @@ fn print(name: &str, c: &Comparison) {
 ///   half is asserted after one day of warm-up, the history a deployed scheduler has from
 ///   monitoring (scored from minute 0, the cold start costs it about 0.001 of slack).
 /// * input6 (pods of 5): 93 % of the time one pod is needed; the rest is a burst phase whose
-///   155 rises in needed pods come without warning (no season, no lead-up). Any causal rule
-///   trades slack for misses along the same frontier there (provisioning the recent maximum
-///   plus a margin: 0.069 slack for 3240 s short, 0.100 for 2640 s, measured in the
-///   analysis for issue 5), and the HPA sits on it at 0.101 for 2655 s. Asserted: no more
-///   under-provisioned time and less slack than the HPA.
+///   155 rises in needed pods come without warning. Margins scaled by the recent volatility
+///   (`ErrorKind::Volatility`) are what reach the half there: a fixed margin over the recent
+///   maximum trades 0.069 slack for 3240 s short, or 0.100 for 2640 s, no better than the HPA.
 #[test]
 fn shared_crane_traces_meet_the_target() {
     let Some(input0) = shared_trace("crane/input0.csv") else {
@@ -225,8 +226,12 @@ fn shared_crane_traces_meet_the_target() {
     print("input6", &c);
     let (hpa, ours) = (&c.policies["hpa"], &c.policies["recalloc"]);
     assert!(ours.under_provisioned_seconds <= hpa.under_provisioned_seconds);
-    assert!(ours.slack < hpa.slack);
-
+    assert!(
+        ours.slack <= 0.5 * hpa.slack,
+        "{} vs {}",
+        ours.slack,
+        hpa.slack
+    );
 }
 
 /// Forecast accuracy on the shared traces: fitted on the first 75 %, scored rolling over the
@@ -262,13 +267,28 @@ fn shared_traces_forecast_accuracy() {
     }
 }
 
-/// The Wikipedia page-view trace (daily steps, log views, pods of 1): reported, not asserted.
+/// The Wikipedia page-view trace (daily steps, log views, pods of 1, start-up 60 s): pods
+/// start within a step, so recalloc starts them a minute before each day for a quantile near
+/// 1 and lets the surplus go once the day's demand is seen.
 #[test]
-fn shared_wikipedia_trace_report() {
+fn shared_wikipedia_trace_meets_the_target() {
     let Some(trace) = shared_trace("wikipedia/example_wp_log_peyton_manning.csv") else {
         println!("skipping: ../shared/data/traces not found");
         return;
     };
     let c = run_all(&trace, &SimParams::new(1.0, 60)).unwrap();
     print("wikipedia", &c);
+    let (hpa, ours) = (&c.policies["hpa"], &c.policies["recalloc"]);
+    assert!(ours.under_provisioned_seconds <= hpa.under_provisioned_seconds);
+    assert!(ours.slack <= 0.5 * hpa.slack);
+}
+
+#[test]
+fn prewarm_quantile_prices_a_start_up_against_a_step() {
+    let p = SimParams::new(1.0, 60);
+    // Daily steps, 60 s start-up: close to 1.
+    let daily = prewarm_quantile(&p, 86_400);
+    assert!(daily > 0.99999 && daily < 1.0, "{daily}");
+    // Start-up as long as the step: the service level itself.
+    assert!((prewarm_quantile(&p, 60) - 0.99).abs() < 1e-12);
 }
