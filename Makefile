@@ -57,6 +57,7 @@ bench: build install
 	bash bench/ingest.sh
 	bash bench/embed.sh
 	bash bench/rank.sh
+	bash bench/scheduler.sh
 
 lint: deps
 	cargo fmt --all -- --check

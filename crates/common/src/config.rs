@@ -35,7 +35,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub redis: RedisConfig,
@@ -44,36 +44,8 @@ pub struct Config {
     pub featurizer: FeaturizerConfig,
     pub embed: EmbedConfig,
     pub rank: RankConfig,
-    pub scheduler: Endpoints,
+    pub scheduler: SchedulerConfig,
     pub telemetry: TelemetryConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let endpoints = |grpc: u16, http: u16| Endpoints {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc)),
-            metrics_addr: SocketAddr::from(([127, 0, 0, 1], http)),
-        };
-        Self {
-            redis: RedisConfig::default(),
-            kafka: KafkaConfig::default(),
-            ingest: IngestConfig::default(),
-            featurizer: FeaturizerConfig::default(),
-            embed: EmbedConfig::default(),
-            rank: RankConfig::default(),
-            scheduler: endpoints(50054, 9104),
-            telemetry: TelemetryConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoints {
-    /// Where the gRPC server listens (and where clients connect).
-    pub grpc_addr: SocketAddr,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub metrics_addr: SocketAddr,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -314,6 +286,193 @@ impl Default for RankConfig {
     }
 }
 
+/// The scheduler: what it watches, how it plans, and where it acts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Seconds between load readings; also the planning step.
+    pub tick_seconds: u32,
+    /// Planning horizon in ticks.
+    pub horizon_steps: u32,
+    /// Most recent readings kept per deployment (one week of one-minute ticks by default).
+    pub history_steps: u32,
+    /// Forecast quantile the plan provisions for (also prices unmet demand, see the planner).
+    pub service_level: f64,
+    /// `auto` (a cluster when one is reachable: in-cluster service account or kubeconfig,
+    /// else dry run), `kube` (a cluster is required) or `dry_run` (never touches one).
+    pub mode: String,
+    /// Namespace of the scaled Deployments and of the Lease; empty = the pod's own namespace
+    /// (or the kubeconfig's default).
+    pub namespace: String,
+    /// The coordination.k8s.io Lease whose holder acts; the others serve read-only.
+    pub lease_name: String,
+    pub lease_seconds: u32,
+    /// This replica's name in the Lease; empty = `$POD_NAME`, else the host name.
+    pub identity: String,
+    /// Prometheus HTTP API base URL for `prometheus` signals, e.g. `http://prometheus:9090`.
+    pub prometheus_url: String,
+    /// Weights that turn a replica's requests into a cost per step.
+    pub cpu_weight: f64,
+    pub memory_gib_weight: f64,
+    pub gpu_weight: f64,
+    /// Cluster-wide limits per step coupling the deployments, e.g. `{ resource = "gpu",
+    /// limit = 4 }`.
+    pub budgets: Vec<BudgetConfig>,
+    pub deployments: Vec<ManagedDeployment>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let local = |port: u16| format!("http://127.0.0.1:{port}/metrics");
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50054)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9104)),
+            tick_seconds: 60,
+            horizon_steps: 30,
+            history_steps: 10_080,
+            service_level: 0.99,
+            mode: "auto".into(),
+            namespace: String::new(),
+            lease_name: "recalloc-scheduler".into(),
+            lease_seconds: 15,
+            identity: String::new(),
+            prometheus_url: String::new(),
+            cpu_weight: 1.0,
+            memory_gib_weight: 0.125,
+            gpu_weight: 8.0,
+            budgets: Vec::new(),
+            // recalloc's own services, read from their local /metrics (the Helm chart points
+            // these at the in-cluster Services instead).
+            deployments: vec![
+                ManagedDeployment {
+                    name: "recalloc-rank".into(),
+                    signal: Signal::MetricsRate {
+                        url: local(9103),
+                        metric: "recalloc_grpc_requests_total".into(),
+                        labels: BTreeMap::from([("service".into(), "recalloc.v1.Ranker".into())]),
+                    },
+                    capacity_per_replica: 2000.0,
+                    ..ManagedDeployment::default()
+                },
+                ManagedDeployment {
+                    name: "recalloc-embed".into(),
+                    signal: Signal::MetricsRate {
+                        url: local(9102),
+                        metric: "recalloc_embed_texts_total".into(),
+                        labels: BTreeMap::new(),
+                    },
+                    capacity_per_replica: 150.0,
+                    memory_gib: 2.0,
+                    cpu: 2.0,
+                    ..ManagedDeployment::default()
+                },
+                ManagedDeployment {
+                    name: "recalloc-featurizer".into(),
+                    signal: Signal::KafkaLag {
+                        group: "recalloc-featurizer".into(),
+                        topic: "recalloc.events.v1".into(),
+                        drain_seconds: 60,
+                    },
+                    capacity_per_replica: 5000.0,
+                    ..ManagedDeployment::default()
+                },
+            ],
+        }
+    }
+}
+
+/// A Deployment the scheduler sizes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagedDeployment {
+    /// The Deployment's name in the namespace.
+    pub name: String,
+    /// Where its demand is read.
+    pub signal: Signal,
+    /// Demand one replica serves within its latency objective, in the signal's unit.
+    pub capacity_per_replica: f64,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Most replicas added or removed per tick.
+    pub max_step: u32,
+    /// Seconds from creating a pod until it serves (the plan's lead time).
+    pub startup_seconds: u32,
+    /// One replica's requests (pricing and budgets).
+    pub cpu: f64,
+    pub memory_gib: f64,
+    pub gpu: f64,
+}
+
+impl Default for ManagedDeployment {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            signal: Signal::default(),
+            capacity_per_replica: 1.0,
+            min_replicas: 1,
+            max_replicas: 10,
+            max_step: 4,
+            startup_seconds: 60,
+            cpu: 1.0,
+            memory_gib: 1.0,
+            gpu: 0.0,
+        }
+    }
+}
+
+/// A demand signal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signal {
+    /// Per-second rate of a counter on a Prometheus text endpoint (summed over the series
+    /// whose labels include `labels`).
+    MetricsRate {
+        url: String,
+        metric: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// The value of a gauge on a Prometheus text endpoint (summed likewise), e.g. a queue depth.
+    MetricsGauge {
+        url: String,
+        metric: String,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+    },
+    /// A consumer group on a topic: records produced per second plus the backlog spread over
+    /// `drain_seconds`.
+    KafkaLag {
+        group: String,
+        topic: String,
+        #[serde(default = "default_drain_seconds")]
+        drain_seconds: u32,
+    },
+    /// An instant PromQL query against `scheduler.prometheus_url` (the result's values summed).
+    Prometheus { query: String },
+}
+
+fn default_drain_seconds() -> u32 {
+    60
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Signal::Prometheus {
+            query: String::new(),
+        }
+    }
+}
+
+/// A cluster-wide limit on one resource (`cpu`, `memory_gib` or `gpu`) in every step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub resource: String,
+    pub limit: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
@@ -514,6 +673,54 @@ mod tests {
         );
         assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
         assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn scheduler_deployments_come_from_the_file_and_errors_name_the_key() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[scheduler]\ntick_seconds = 30\n[[scheduler.deployments]]\nname = \"web\"\n\
+             capacity_per_replica = 50.0\nmax_replicas = 20\n\
+             signal = {{ kind = \"kafka_lag\", group = \"g\", topic = \"t\" }}\n\
+             [[scheduler.budgets]]\nresource = \"gpu\"\nlimit = 4.0"
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(f.path()),
+            &env(&[("RECALLOC_SCHEDULER_MODE", "dry_run")]),
+        )
+        .unwrap();
+        let s = &c.scheduler;
+        assert_eq!((s.tick_seconds, s.mode.as_str()), (30, "dry_run"));
+        // The file's list replaces the default one; unset fields take their defaults.
+        assert_eq!(s.deployments.len(), 1);
+        let d = &s.deployments[0];
+        assert_eq!(
+            (d.name.as_str(), d.max_replicas, d.min_replicas),
+            ("web", 20, 1)
+        );
+        assert_eq!(
+            d.signal,
+            Signal::KafkaLag {
+                group: "g".into(),
+                topic: "t".into(),
+                drain_seconds: 60
+            }
+        );
+        assert_eq!(s.budgets[0].limit, 4.0);
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[[scheduler.deployments]]\nname = \"web\"\nsignal = {{ kind = \"tea_leaves\" }}"
+        )
+        .unwrap();
+        let err = Config::load_from(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.deployments[0].signal"), "{err}");
+        assert!(err.contains("tea_leaves"), "{err}");
     }
 
     #[test]

@@ -107,15 +107,30 @@ pub fn reflection(
     service: &str,
 ) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
+        impl tonic_reflection::server::v1::ServerReflection + use<>,
     >,
     tonic_reflection::server::Error,
 > {
-    tonic_reflection::server::Builder::configure()
+    reflection_of(&[service])
+}
+
+/// [`reflection`] for a process that serves several services.
+pub fn reflection_of(
+    services: &[&str],
+) -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection + use<>,
+    >,
+    tonic_reflection::server::Error,
+> {
+    let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(recalloc_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .with_service_name(service)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET);
+    for s in services {
+        builder = builder.with_service_name(*s);
+    }
+    builder
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()

@@ -1,9 +1,11 @@
 //! `recalloc`: the user's hands on the cluster. Addresses come from the same layered config the
 //! services read (defaults → `--config`/`RECALLOC_CONFIG` → `RECALLOC_*`).
 
+mod chart;
 mod embed;
 mod eval;
 mod load;
+mod plan;
 mod rank;
 mod simulate;
 
@@ -92,6 +94,14 @@ enum Command {
     },
     /// Empty the derived Redis state and rebuild it by replaying the Kafka topics.
     Rebuild,
+    /// Show the running scheduler's live plan: replicas per deployment per step.
+    Plan {
+        /// Only this deployment.
+        deployment: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Evaluate the ranking models offline on a data set's folds (no cluster needed).
     Eval {
         #[command(subcommand)]
@@ -112,9 +122,11 @@ enum Command {
         #[arg(long, global = true)]
         iterations: Option<usize>,
     },
-    /// Replay a load trace (CSV `ts,value`) under the autoscaling policies and compare them.
+    /// Replay a load trace (CSV `ts,value`) under the autoscaling policies, compare them and
+    /// chart demand, forecast band and each policy's ready capacity (SVG).
     Simulate {
-        #[arg(long)]
+        /// Load trace: CSV `ts,value` (unix seconds) or Prophet's `ds,y`.
+        #[arg(long, value_name = "FILE")]
         trace: PathBuf,
         /// Load one pod serves within its latency objective, in the trace's unit.
         #[arg(long)]
@@ -122,12 +134,33 @@ enum Command {
         /// Pod start-up delay, e.g. 60s.
         #[arg(long, default_value = "60s", value_parser = simulate::parse_duration)]
         startup: u64,
-        /// hpa, seed, recalloc or all.
+        /// hpa, seed, recalloc or all (a single policy draws no chart).
         #[arg(long, default_value = "all")]
         policy: String,
-        /// Print one JSON object instead of the table.
+        /// Print one JSON object instead of the table (progress goes to stderr).
         #[arg(long)]
         json: bool,
+        /// SVG chart to write (default simulate.svg; `none` writes none).
+        #[arg(long, value_name = "FILE.svg")]
+        chart: Option<PathBuf>,
+        /// Write no chart.
+        #[arg(long, conflicts_with = "chart")]
+        no_chart: bool,
+        /// Forecast quantile the recalloc policy provisions for, in (0, 1) [default: 0.99].
+        #[arg(long, value_name = "F")]
+        service_level: Option<f64>,
+        /// Fewest replicas of every policy [default: 1].
+        #[arg(long, value_name = "N")]
+        min_replicas: Option<u32>,
+        /// Most replicas of every policy [default: 1000].
+        #[arg(long, value_name = "N")]
+        max_replicas: Option<u32>,
+        /// Leading trace time run but not scored, e.g. 1d [default: 0].
+        #[arg(long, value_name = "DURATION", value_parser = simulate::parse_duration)]
+        warmup: Option<u64>,
+        /// The HPA's target utilisation [default: 0.8].
+        #[arg(long, value_name = "F")]
+        target_utilisation: Option<f64>,
     },
 }
 
@@ -200,10 +233,30 @@ async fn run(cli: Cli) -> Result<()> {
         startup,
         policy,
         json,
+        chart,
+        no_chart,
+        service_level,
+        min_replicas,
+        max_replicas,
+        warmup,
+        target_utilisation,
     } = &cli.command
     {
         // Offline: needs no cluster and no config.
-        return simulate::run(trace, *capacity_per_pod, *startup, policy, *json);
+        return simulate::run(&simulate::Options {
+            trace: trace.clone(),
+            capacity_per_pod: *capacity_per_pod,
+            startup_seconds: *startup,
+            policy: policy.clone(),
+            json: *json,
+            chart: chart.clone(),
+            no_chart: *no_chart,
+            service_level: *service_level,
+            min_replicas: *min_replicas,
+            max_replicas: *max_replicas,
+            warmup_seconds: *warmup,
+            target_utilisation: *target_utilisation,
+        });
     }
     if let Command::Eval {
         dataset,
@@ -318,6 +371,9 @@ async fn run(cli: Cli) -> Result<()> {
             explain,
             json,
         } => rank::recommend(cfg.rank.grpc_addr, &user, k, explain, json).await?,
+        Command::Plan { deployment, json } => {
+            plan::show(cfg.scheduler.grpc_addr, deployment.as_deref(), json).await?
+        }
         Command::Rebuild => {
             let pb = ProgressBar::new(0);
             pb.set_style(

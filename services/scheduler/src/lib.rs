@@ -1,0 +1,16 @@
+//! The scheduler: reads each managed Deployment's demand every tick, forecasts it, plans
+//! replicas with the allocation library, and (when it holds the Lease) scales the Deployments
+//! through the Kubernetes `scale` subresource. It serves the forecasts and plans over gRPC
+//! (`recalloc.v1.Scheduler`) and as a KEDA external scaler.
+//!
+//! Pure logic stays in `recalloc-alloc`; this crate holds the I/O around it:
+//! * [`scrape`] parses Prometheus text; [`collect`] turns signals into demand readings;
+//! * [`scale`] reads and patches Deployments' scale; [`lease`] elects the one replica that acts.
+
+pub mod collect;
+pub mod lease;
+pub mod planning;
+pub mod scale;
+pub mod scrape;
+pub mod server;
+pub mod service;
