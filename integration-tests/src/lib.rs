@@ -416,9 +416,14 @@ impl Cluster {
     /// Starts the embed service with extra settings and returns it without waiting (for tests
     /// of startup failures).
     pub fn spawn_embed_with(&self, env: &[(&str, &str)]) -> Result<Proc> {
+        self.spawn_with("embed", "recalloc-embed", env)
+    }
+
+    /// Starts `binary` with the cluster's environment plus `env`, without waiting.
+    pub fn spawn_with(&self, name: &str, binary: &str, env: &[(&str, &str)]) -> Result<Proc> {
         let mut c = self.env();
         c.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let mut cmd = Command::new(bin("recalloc-embed"));
+        let mut cmd = Command::new(bin(binary));
         for (k, _) in std::env::vars() {
             if k.starts_with("RECALLOC_") {
                 cmd.env_remove(k);
@@ -426,7 +431,7 @@ impl Cluster {
         }
         cmd.envs(c);
         let n = std::fs::read_dir(self.dir.path())?.count();
-        Proc::spawn("embed", cmd, self.dir.path().join(format!("embed-{n}.log")))
+        Proc::spawn(name, cmd, self.dir.path().join(format!("{name}-{n}.log")))
     }
 
     pub async fn embed_client(

@@ -212,7 +212,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::scale::mock_api::{Exchange, client, converse, status};
+    use crate::mock_api::{Exchange, client, converse, status};
 
     const LEASES: &str =
         "/apis/coordination.k8s.io/v1/namespaces/ns/leases?fieldManager=recalloc-scheduler";

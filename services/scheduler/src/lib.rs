@@ -9,6 +9,8 @@
 
 pub mod collect;
 pub mod lease;
+#[cfg(test)]
+pub(crate) mod mock_api;
 pub mod planning;
 pub mod scale;
 pub mod scrape;

@@ -418,7 +418,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scale::mock_api::{Exchange, client, converse};
+    use crate::mock_api::{Exchange, client, converse};
     use recalloc_common::config::{ManagedDeployment, Signal};
     use serde_json::json;
 
