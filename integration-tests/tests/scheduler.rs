@@ -274,7 +274,7 @@ signal = {{ kind = "metrics_rate", url = "http://{ingest}/metrics", metric = "re
     // Whole replicas of 200, between the minimum and the maximum.
     let v = value.metric_values[0].metric_value_float;
     assert!(
-        v >= 200.0 && v <= 20.0 * 200.0 && (v / 200.0).fract() == 0.0,
+        (200.0..=20.0 * 200.0).contains(&v) && (v / 200.0).fract() == 0.0,
         "{v}"
     );
 
