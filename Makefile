@@ -3,6 +3,7 @@ SHELL := /bin/bash
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 CLI := $(TARGET_DIR)/release/recalloc
 DEMO_DATA ?= data/goodbooks
+DEMO_TRACE ?= ../shared/data/traces/crane/input0.csv
 # Three readers with the most ratings in the bundled sample.
 DEMO_USERS ?= 25266 6305 52581
 
@@ -32,6 +33,11 @@ demo: build up
 	$(CLI) train --algorithm hybrid
 	@for u in $(DEMO_USERS); do $(CLI) recommend --user $$u -k 5 --explain; done
 	$(CLI) eval goodbooks $(DEMO_DATA)
+	@echo "the scheduler's live plan for the services (dry run: planned, not applied):"
+	$(CLI) plan
+	@if [ -f $(DEMO_TRACE) ]; then \
+	  $(CLI) simulate --trace $(DEMO_TRACE) --capacity-per-pod 15 --startup 60s --chart .local/simulate.svg; \
+	else echo "no load trace at $(DEMO_TRACE): autoscaling simulation skipped (set DEMO_TRACE=FILE)"; fi
 	@echo "the cluster is still up: 'make down' stops it"
 
 ## Unit, property and integration tests; installs and starts Redis and the broker itself.

@@ -17,5 +17,5 @@ stop() {
 }
 # `down.sh NAME…` stops only the named processes (the benchmarks use it).
 if [ $# -gt 0 ]; then for s in "$@"; do stop "$s"; done; exit 0; fi
-for s in ingest rank embed featurizer tansu redis; do stop $s; done
+for s in scheduler ingest rank embed featurizer tansu redis; do stop $s; done
 exit 0

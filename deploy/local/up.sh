@@ -38,7 +38,7 @@ for t in "${topics[@]}"; do
     || echo "$out" | grep -qiE "exist" || die "creating topic $t: $out"
 done
 
-if [ ! -x "$bin/recalloc-ingest" ] || [ ! -x "$bin/recalloc-featurizer" ] || [ ! -x "$bin/recalloc-embed" ] || [ ! -x "$bin/recalloc-rank" ] || [ ! -x "$bin/recalloc" ]; then
+if [ ! -x "$bin/recalloc-ingest" ] || [ ! -x "$bin/recalloc-featurizer" ] || [ ! -x "$bin/recalloc-embed" ] || [ ! -x "$bin/recalloc-rank" ] || [ ! -x "$bin/recalloc-scheduler" ] || [ ! -x "$bin/recalloc" ]; then
   say "building the services (cargo build --release)"
   (cd "$root" && cargo build --release --bins) >"$logs/build.log" 2>&1 || die "build failed; see $logs/build.log"
 fi
@@ -55,6 +55,11 @@ start ingest recalloc-ingest
 start featurizer recalloc-featurizer
 start embed recalloc-embed
 start rank recalloc-rank
+# The scheduler never touches a Kubernetes cluster from here (a kubeconfig on this machine may
+# point at a real one): it plans recalloc's own services from their /metrics and the
+# featurizer's consumer lag, and serves the plan (`recalloc plan`).
+RECALLOC_SCHEDULER_MODE=dry_run RECALLOC_SCHEDULER_TICK_SECONDS=${RECALLOC_SCHEDULER_TICK_SECONDS:-10} \
+  start scheduler recalloc-scheduler
 ready() {  # name port
   for _ in $(seq 300); do
     alive "$1" || die "$1 exited; see $logs/$1.log: $(tail -3 "$logs/$1.log")"
@@ -67,4 +72,5 @@ ready ingest "$(echo "${RECALLOC_INGEST_METRICS_ADDR:-127.0.0.1:9101}" | sed 's/
 ready featurizer "$(echo "${RECALLOC_FEATURIZER_METRICS_ADDR:-127.0.0.1:9105}" | sed 's/.*://')"
 ready embed "$(echo "${RECALLOC_EMBED_METRICS_ADDR:-127.0.0.1:9102}" | sed 's/.*://')"
 ready rank "$(echo "${RECALLOC_RANK_METRICS_ADDR:-127.0.0.1:9103}" | sed 's/.*://')"
-say "up: ingest grpc ${RECALLOC_INGEST_GRPC_ADDR:-127.0.0.1:50051}, embed grpc ${RECALLOC_EMBED_GRPC_ADDR:-127.0.0.1:50052}, rank grpc ${RECALLOC_RANK_GRPC_ADDR:-127.0.0.1:50053}, kafka $kafka, redis $redis_url; logs in $logs"
+ready scheduler "$(echo "${RECALLOC_SCHEDULER_METRICS_ADDR:-127.0.0.1:9104}" | sed 's/.*://')"
+say "up: ingest grpc ${RECALLOC_INGEST_GRPC_ADDR:-127.0.0.1:50051}, embed grpc ${RECALLOC_EMBED_GRPC_ADDR:-127.0.0.1:50052}, rank grpc ${RECALLOC_RANK_GRPC_ADDR:-127.0.0.1:50053}, scheduler grpc ${RECALLOC_SCHEDULER_GRPC_ADDR:-127.0.0.1:50054}, kafka $kafka, redis $redis_url; logs in $logs"

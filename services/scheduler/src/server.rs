@@ -242,8 +242,10 @@ pub async fn tick(
             // starts from it.
             let mut state = shared.lock();
             for d in &plan.deployments {
-                tracing::info!(deployment = %d.name, replicas = d.request, demand = d.demand[0], "dry run: would scale");
-                state.replicas.insert(d.name.clone(), d.request);
+                let previous = state.replicas.insert(d.name.clone(), d.request);
+                if previous != Some(d.request) {
+                    tracing::info!(deployment = %d.name, from = ?previous, to = d.request, demand = d.demand[0], "dry run: would scale");
+                }
             }
         }
     }
