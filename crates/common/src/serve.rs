@@ -100,6 +100,23 @@ pub async fn bind(
     })
 }
 
+/// Stops accepting calls (the listeners' stop switch) and waits at most `grace` for the gRPC
+/// server's in-flight calls: the drain phase every server's shutdown has. A server error is
+/// returned; a grace period that runs out is logged, not an error.
+pub async fn drain_grpc(
+    stop: &Stop,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: std::time::Duration,
+) -> Result<(), tonic::transport::Error> {
+    stop.stop();
+    match tokio::time::timeout(grace, grpc).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
+        Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
+    }
+    Ok(())
+}
+
 /// Server reflection over recalloc's protos, health and reflection itself, listing `service`
 /// (the process's own), health and reflection — not every service the shared descriptor set
 /// defines.

@@ -169,13 +169,10 @@ pub async fn run(
         }
     };
     // Phase 3: stop accepting calls and let in-flight ones finish (bounded).
-    l.stop.stop();
     if !grpc_task.is_finished() {
-        match tokio::time::timeout(GRACE, grpc_task).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
-            Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
-        }
+        recalloc_common::serve::drain_grpc(&l.stop, grpc_task, GRACE).await?;
+    } else {
+        l.stop.stop();
     }
     // Phase 4: the inference threads finish what is queued.
     tokio::task::spawn_blocking(move || engine.shutdown())

@@ -94,12 +94,7 @@ pub async fn run(
     checker.abort();
     readiness.set(false).await;
     // Phase 2: stop accepting, let in-flight calls finish (bounded).
-    l.stop.stop();
-    match tokio::time::timeout(GRACE, grpc_task).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
-        Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
-    }
+    recalloc_common::serve::drain_grpc(&l.stop, grpc_task, GRACE).await?;
     // Phase 3: deliver whatever the producer still holds.
     producer.flush(GRACE).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;

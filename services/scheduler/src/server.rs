@@ -406,12 +406,7 @@ pub async fn run(
     }
     // Phase 2: stop accepting calls and drain the ones in flight.
     readiness.set(false).await;
-    l.stop.stop();
-    match tokio::time::timeout(GRACE, grpc_task).await {
-        Ok(Ok(r)) => r?,
-        Ok(Err(e)) => tracing::error!(error = %e, "grpc task failed"),
-        Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
-    }
+    recalloc_common::serve::drain_grpc(&l.stop, grpc_task, GRACE).await?;
     let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
     tracing::info!("scheduler stopped");
     Ok(())
