@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the tests need when it is missing:
-#   - redis-server (Debian package)
+#   - redis-server and promtool (Debian packages redis-server, prometheus)
 #   - libtorch (PyPI torch wheel, deploy/local/libtorch.sh) and the MiniLM model
 #     (deploy/local/model.sh)
 #   - tansu, the Kafka-compatible broker, built with its sqlite storage (cargo install, ~10-15
@@ -8,6 +8,13 @@
 # Idempotent: a second run does nothing.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+
+if ! command -v promtool >/dev/null; then
+  say "installing promtool (apt prometheus; the tests lint every /metrics with it)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+fi
+command -v promtool >/dev/null || die "promtool could not be installed"
 
 if ! command -v redis-server >/dev/null; then
   say "installing redis-server (apt)"

@@ -477,6 +477,35 @@ impl Cluster {
     }
 }
 
+/// The services a gRPC server lists through server reflection, sorted.
+pub async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await?
+        .into_inner();
+    let resp = stream
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("reflection stream ended"))?;
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        bail!("unexpected reflection answer {resp:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    Ok(names)
+}
+
 /// Polls `/readyz` until 200, failing early if the process exits.
 pub fn wait_ready(http: SocketAddr, proc: &mut Proc, within: Duration) -> Result<()> {
     let end = Instant::now() + within;

@@ -2,7 +2,8 @@
 //! and metrics, a broker that dies mid-load, and a record written by a client that is not ours.
 
 use recalloc_integration_tests::{
-    Cluster, http_get, repo_root, settled_stats, snapshot, wait_events, wait_quiet,
+    Cluster, http_get, reflected_services, repo_root, settled_stats, snapshot, wait_events,
+    wait_quiet,
 };
 use recalloc_proto::v1::{
     Event, EventKind, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
@@ -318,35 +319,14 @@ async fn readiness_health_reflection_and_metrics_follow_the_broker() {
     assert_eq!(http_get(c.ingest_http, "/healthz").unwrap().0, 200);
 
     // Reflection lists exactly what the process serves.
-    {
-        use tonic_reflection::pb::v1::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut stream = ServerReflectionClient::new(channel.clone())
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        let resp = stream.message().await.unwrap().unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-            panic!("unexpected reflection answer {resp:?}");
-        };
-        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "grpc.health.v1.Health",
-                "grpc.reflection.v1.ServerReflection",
-                "recalloc.v1.Ingest"
-            ]
-        );
-    }
+    assert_eq!(
+        reflected_services(c.ingest_grpc).await.unwrap(),
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "recalloc.v1.Ingest"
+        ]
+    );
 
     let mut client = c.grpc().await.unwrap();
     client
