@@ -164,6 +164,27 @@ impl Drop for Proc {
     }
 }
 
+/// A Redis without persistence on `port` (so a restart starts empty), ready.
+fn spawn_redis(dir: &Path, port: u16) -> Result<Proc> {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(dir);
+    let n = std::fs::read_dir(dir)?.count();
+    let redis = Proc::spawn("redis", cmd, dir.join(format!("redis-{n}.log")))?;
+    wait_port(port, Duration::from_secs(10))?;
+    Ok(redis)
+}
+
 /// Redis, the broker and the services of one test.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -191,21 +212,7 @@ impl Cluster {
     pub fn infra() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let redis_port = free_port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir.path());
-        let redis = Proc::spawn("redis", cmd, dir.path().join("redis.log"))?;
-        wait_port(redis_port, Duration::from_secs(10))?;
+        let redis = spawn_redis(dir.path(), redis_port)?;
         let mut c = Self {
             redis_port,
             kafka_port: free_port(),
@@ -249,6 +256,13 @@ impl Cluster {
         c.start_ingest()?;
         c.start_featurizer()?;
         Ok(c)
+    }
+
+    /// Kills Redis (SIGKILL) and starts an empty one on the same port: a lost Redis.
+    pub fn restart_redis_empty(&mut self) -> Result<()> {
+        self.redis.kill9();
+        self.redis = spawn_redis(self.dir.path(), self.redis_port)?;
+        Ok(())
     }
 
     pub fn brokers(&self) -> String {
