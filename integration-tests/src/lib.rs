@@ -464,6 +464,11 @@ impl Cluster {
 
     /// Runs the CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(self.cli_command(args).output()?)
+    }
+
+    /// The CLI command against this cluster, to spawn.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("recalloc"));
         for (k, _) in std::env::vars() {
             if k.starts_with("RECALLOC_") {
@@ -471,7 +476,7 @@ impl Cluster {
             }
         }
         cmd.envs(self.env()).args(args);
-        Ok(cmd.output()?)
+        cmd
     }
 
     pub async fn redis_con(&self) -> Result<ConnectionManager> {

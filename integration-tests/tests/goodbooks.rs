@@ -1,6 +1,7 @@
 //! The bundled goodbooks data through the CLI, the real broker and the real Redis: every rating
 //! counted once, a second load changes nothing, a replay or a rebuild gives the identical state,
-//! and a featurizer killed with SIGKILL mid-stream ends in the state of a clean run.
+//! and a featurizer or an ingest server killed with SIGKILL mid-stream ends in the state of a
+//! clean run.
 
 use recalloc_integration_tests::{
     Cluster, assert_same_state, fingerprint, repo_root, snapshot, wait_events, wait_quiet,
@@ -186,4 +187,55 @@ async fn featurizer_killed_mid_stream_ends_like_a_clean_run() {
     let clean = snapshot(&mut con, &[]).await.unwrap();
     assert_same_state(&after_crash, &clean, "after the crash vs a clean run");
     assert_eq!(stats(&c)["events"], exp.events);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_killed_mid_load_ends_like_a_clean_run() {
+    let exp = expected();
+    let mut c = Cluster::start().unwrap();
+    let mut con = c.redis_con().await.unwrap();
+    let dir = repo_root().join("data/goodbooks");
+    let mut loading = c
+        .cli_command(&["load", "goodbooks", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill ingest while the load is streaming through it.
+    let seen = wait_events(&mut con, exp.events / 4, Duration::from_secs(300))
+        .await
+        .unwrap();
+    c.ingest.as_mut().unwrap().kill9();
+    assert!(
+        seen < exp.events,
+        "the load finished before ingest was killed ({seen})"
+    );
+    // The load fails (its batches are refused, not half-taken); the client retries it whole.
+    let status = loading.wait().unwrap();
+    assert!(!status.success(), "the load did not notice ingest dying");
+    c.start_ingest().unwrap();
+    load(&c);
+    wait_events(&mut con, exp.events, Duration::from_secs(300))
+        .await
+        .unwrap();
+    wait_quiet(&mut con, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let after_crash = snapshot(&mut con, &[]).await.unwrap();
+    assert_eq!(stats(&c)["events"], exp.events);
+
+    // The clean run: the same log replayed into an empty Redis.
+    c.featurizer.as_mut().unwrap().terminate();
+    let out = c.cli(&["rebuild"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clean = snapshot(&mut con, &[]).await.unwrap();
+    assert_same_state(
+        &after_crash,
+        &clean,
+        "after the ingest crash vs a clean run",
+    );
 }
