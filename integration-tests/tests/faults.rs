@@ -96,3 +96,106 @@ async fn a_lost_redis_leaves_rank_serving_and_rebuild_restores_the_state() {
         "rebuild after a lost Redis",
     );
 }
+
+/// A rank server killed with SIGKILL in the middle of training: its half-written version never
+/// becomes current, the restarted server serves the last complete model, and the training lock
+/// it held lapses within its 30 s expiry instead of blocking training.
+#[tokio::test(flavor = "multi_thread")]
+async fn rank_killed_mid_training_serves_the_last_model_and_frees_the_lock() {
+    use recalloc_proto::v1::{GetModelInfoRequest, TrainRequest};
+    let mut c = Cluster::start().unwrap();
+    c.start_rank().unwrap();
+    let dir = recalloc_integration_tests::repo_root().join("data/goodbooks");
+    let out = c
+        .cli(&["load", "goodbooks", dir.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut con = c.redis_con().await.unwrap();
+    recalloc_integration_tests::wait_quiet(&mut con, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let mut rank = c.rank_client().await.unwrap();
+    let first = rank
+        .train(TrainRequest {
+            factors: 8,
+            epochs: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model
+        .unwrap()
+        .version;
+
+    // A long training, killed while it runs.
+    let mut long = c.rank_client().await.unwrap();
+    let training = tokio::spawn(async move {
+        long.train(TrainRequest {
+            factors: 128,
+            epochs: 1000,
+            ..Default::default()
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("rc:model:train-lock")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((1..=30).contains(&ttl), "lock ttl {ttl}");
+    c.rank.as_mut().unwrap().kill9();
+    assert!(training.await.unwrap().is_err());
+    let killed_at = std::time::Instant::now();
+
+    c.start_rank().unwrap();
+    let mut rank = c.rank_client().await.unwrap();
+    let info = rank
+        .get_model_info(GetModelInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        info.version, first,
+        "the half-trained version must not be current"
+    );
+    let r = rank
+        .recommend(RecommendRequest {
+            user_id: "25266".into(),
+            k: 3,
+            exclude_seen: true,
+            filter: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.items.len(), 3);
+    // Training is refused (ABORTED) while the dead holder's lock lasts, then works.
+    let second = loop {
+        match rank
+            .train(TrainRequest {
+                factors: 8,
+                epochs: 2,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner().model.unwrap().version,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::Aborted, "{s:?}");
+                assert!(
+                    killed_at.elapsed() < Duration::from_secs(40),
+                    "the lock still blocks training {:?} after the kill",
+                    killed_at.elapsed()
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    assert_ne!(second, first);
+}

@@ -359,13 +359,35 @@ impl RankService {
             .arg(&token)
             .arg("NX")
             .arg("EX")
-            .arg(1800)
+            .arg(store::TRAIN_LOCK_TTL_S)
             .query_async(&mut con)
             .await?;
         if locked.is_none() {
             return Err(RankError::Busy);
         }
+        // The lock lives only while this process renews it: a trainer killed mid-way frees it
+        // within the TTL instead of blocking training until a long expiry.
+        let keepalive = {
+            let (mut con, token) = (con.clone(), token.clone());
+            tokio::spawn(async move {
+                let renew = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                     return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0",
+                );
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(store::TRAIN_LOCK_TTL_S / 3))
+                        .await;
+                    let _: redis::RedisResult<i64> = renew
+                        .key(store::TRAIN_LOCK)
+                        .arg(&token)
+                        .arg(store::TRAIN_LOCK_TTL_S)
+                        .invoke_async(&mut con)
+                        .await;
+                }
+            })
+        };
         let result = self.train_locked(p, &mut con).await;
+        keepalive.abort();
         let release = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         );

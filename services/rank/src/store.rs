@@ -7,7 +7,7 @@
 //! | `rc:model:{m:<version>}:meta` | string | JSON: version, algorithm, sizes, chunk count, SHA-256 of the bytes |
 //! | `rc:model:{m:<version>}:chunk:<n>` | string | the serialised model (postcard), cut into `rank.chunk_bytes` pieces |
 //! | `rc:model:versions` | zset | version → trained_at_ms, for deleting old versions |
-//! | `rc:model:train-lock` | string | held (SET NX, 30 min expiry) while one replica trains |
+//! | `rc:model:train-lock` | string | held (SET NX, 30 s expiry renewed every 10 s) while one replica trains |
 //!
 //! A new version is written completely (pipelined chunks, then meta) before `current` flips to
 //! it in one SET, so a server never sees a half-written model; versions beyond `keep_versions`
@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 pub const CURRENT: &str = "rc:model:current";
 pub const VERSIONS: &str = "rc:model:versions";
 pub const TRAIN_LOCK: &str = "rc:model:train-lock";
+/// Expiry of the training lock; the holder renews it every third of this.
+pub const TRAIN_LOCK_TTL_S: u64 = 30;
 
 fn meta_key(version: &str) -> String {
     format!("rc:model:{{m:{version}}}:meta")
