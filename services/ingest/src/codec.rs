@@ -122,4 +122,29 @@ mod tests {
             Err(DecodeError::UnknownTopic(_))
         ));
     }
+
+    proptest::proptest! {
+        // Whatever bytes arrive on a topic, decoding returns a record or one of the documented
+        // errors, never a panic; a record that decodes has every field the featurizer keys on.
+        #[test]
+        fn arbitrary_bytes_decode_or_fail_cleanly(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+            topic in 0usize..4,
+        ) {
+            let topic = [topics::EVENTS, topics::ITEMS, topics::USERS, "elsewhere"][topic];
+            match decode(topic, Some(&bytes)) {
+                Ok(Record::Event(e)) => proptest::prop_assert!(
+                    !e.event_id.is_empty() && !e.user_id.is_empty() && !e.item_id.is_empty()
+                ),
+                Ok(Record::Item(r)) => {
+                    proptest::prop_assert!(r.item.is_some_and(|i| !i.item_id.is_empty()))
+                }
+                Ok(Record::User(r)) => {
+                    proptest::prop_assert!(r.user.is_some_and(|u| !u.user_id.is_empty()))
+                }
+                Err(DecodeError::UnknownTopic(t)) => proptest::prop_assert_eq!(t, "elsewhere"),
+                Err(e) => proptest::prop_assert!(e.to_string().contains(topic), "{e}"),
+            }
+        }
+    }
 }
