@@ -45,6 +45,7 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub rank: RankConfig,
     pub scheduler: SchedulerConfig,
+    pub security: SecurityConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -471,6 +472,16 @@ impl Default for Signal {
 pub struct BudgetConfig {
     pub resource: String,
     pub limit: f64,
+}
+
+/// Who may change state (see `crate::auth`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Bearer token that ingest writes and Train require; empty = no guard.
+    pub token: crate::auth::Secret,
+    /// A file whose first line is the token (e.g. a mounted Kubernetes Secret).
+    pub token_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -2,6 +2,7 @@
 //! context, Prometheus metrics with latency quantiles, readiness that follows dependencies, and
 //! the shutdown signal. No service-specific logic lives here.
 
+pub mod auth;
 pub mod config;
 pub mod health;
 pub mod http;

@@ -11,7 +11,11 @@ use recalloc_proto::v1::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// An Ingest client that carries the bearer token.
+pub type Ingest = IngestClient<InterceptedService<Channel, recalloc_common::auth::BearerToken>>;
 
 /// What a loader produced from the files.
 pub struct Dataset {
@@ -334,7 +338,7 @@ where
 
 /// Sends items then events; returns their totals and the seconds the events took.
 pub async fn send(
-    client: IngestClient<Channel>,
+    client: Ingest,
     data: Dataset,
     batch: usize,
     in_flight: usize,

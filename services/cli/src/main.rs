@@ -205,16 +205,22 @@ enum Dataset {
     Movielens { dir: PathBuf },
 }
 
-async fn ingest(cfg: &Config, addr: Option<SocketAddr>) -> Result<IngestClient<Channel>> {
+async fn ingest(cfg: &Config, addr: Option<SocketAddr>) -> Result<load::Ingest> {
     let addr = addr.unwrap_or(cfg.ingest.grpc_addr);
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach ingest at {addr} (is the cluster up? `make up`)"))?;
-    Ok(IngestClient::new(channel)
+    Ok(IngestClient::with_interceptor(channel, bearer(cfg)?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
+}
+
+/// The bearer token of `security.*`, for the calls that change state.
+fn bearer(cfg: &Config) -> Result<recalloc_common::auth::BearerToken> {
+    let token = recalloc_common::auth::token(&cfg.security).map_err(anyhow::Error::msg)?;
+    recalloc_common::auth::BearerToken::new(token.as_ref()).map_err(anyhow::Error::msg)
 }
 
 #[tokio::main]
@@ -359,6 +365,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             rank::train(
                 cfg.rank.grpc_addr,
+                &bearer(&cfg)?,
                 algorithm.as_deref(),
                 factors,
                 iterations,

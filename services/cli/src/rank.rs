@@ -1,21 +1,25 @@
 //! `recalloc train` and `recalloc recommend`: the rank service from the command line.
 
 use anyhow::{Context, Result};
+use recalloc_common::auth::BearerToken;
 use recalloc_proto::v1::ranker_client::RankerClient;
 use recalloc_proto::v1::{
     Algorithm, ExplainRequest, RecommendRequest, RecommendationSource, TrainRequest,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-async fn client(addr: SocketAddr) -> Result<RankerClient<Channel>> {
+type Ranker = RankerClient<InterceptedService<Channel, BearerToken>>;
+
+async fn client(addr: SocketAddr, bearer: &BearerToken) -> Result<Ranker> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach rank at {addr} (is the cluster up? `make up`)"))?;
-    Ok(RankerClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(RankerClient::with_interceptor(channel, bearer.clone()).max_decoding_message_size(64 << 20))
 }
 
 fn status(what: &str, s: tonic::Status) -> anyhow::Error {
@@ -24,6 +28,7 @@ fn status(what: &str, s: tonic::Status) -> anyhow::Error {
 
 pub async fn train(
     addr: SocketAddr,
+    bearer: &BearerToken,
     algorithm: Option<&str>,
     factors: u32,
     iterations: u32,
@@ -37,7 +42,7 @@ pub async fn train(
             anyhow::bail!("--algorithm {other:?}: use implicit_als, explicit_mf or hybrid")
         }
     };
-    let mut c = client(addr).await?;
+    let mut c = client(addr, bearer).await?;
     eprintln!("training…");
     let r = c
         .train(TrainRequest {
@@ -69,7 +74,7 @@ pub async fn recommend(
     explain: bool,
     json: bool,
 ) -> Result<()> {
-    let mut c = client(addr).await?;
+    let mut c = client(addr, &BearerToken::default()).await?;
     let r = c
         .recommend(RecommendRequest {
             user_id: user.to_owned(),

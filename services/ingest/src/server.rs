@@ -16,6 +16,14 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for in-flight calls and queued records.
 pub const GRACE: Duration = Duration::from_secs(10);
 
+/// The calls the bearer token guards (every write).
+pub const WRITES: [&str; 4] = [
+    "/recalloc.v1.Ingest/RecordEvents",
+    "/recalloc.v1.Ingest/StreamEvents",
+    "/recalloc.v1.Ingest/UpsertItems",
+    "/recalloc.v1.Ingest/UpsertUsers",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
@@ -76,8 +84,10 @@ pub async fn run(
         })
     };
 
+    let token = recalloc_common::auth::token(&cfg.security).map_err(ServeError::Config)?;
     let grpc = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .layer(recalloc_common::auth::RequireToken::new(token, &WRITES))
         .add_service(health)
         .add_service(reflection)
         .add_service(

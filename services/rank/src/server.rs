@@ -17,6 +17,8 @@ use std::time::Duration;
 
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub const GRACE: Duration = Duration::from_secs(10);
+/// The calls the bearer token guards.
+pub const ADMIN: [&str; 1] = ["/recalloc.v1.Ranker/Train"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -87,6 +89,11 @@ pub async fn run(
             message: "rank.factors and rank.iterations must be at least 1".into(),
         });
     }
+    let token =
+        recalloc_common::auth::token(&cfg.security).map_err(|message| ServeError::Config {
+            key: "security.token_file",
+            message,
+        })?;
     let metrics = Metrics::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ranker"]);
@@ -181,6 +188,7 @@ pub async fn run(
 
     let grpc = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .layer(recalloc_common::auth::RequireToken::new(token, &ADMIN))
         .add_service(health)
         .add_service(reflection)
         .add_service(
