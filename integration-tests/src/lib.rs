@@ -467,6 +467,20 @@ impl Cluster {
         Ok(self.cli_command(args).output()?)
     }
 
+    /// `recalloc rebuild` with the featurizer stopped first (the CLI replays the topics
+    /// itself); panics with the CLI's message when it fails.
+    pub fn rebuild(&mut self) {
+        if let Some(f) = self.featurizer.as_mut() {
+            f.terminate();
+        }
+        let out = self.cli(&["rebuild"]).expect("the CLI runs");
+        assert!(
+            out.status.success(),
+            "recalloc rebuild failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The CLI command against this cluster, to spawn.
     pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("recalloc"));

@@ -83,13 +83,7 @@ async fn a_lost_redis_leaves_rank_serving_and_rebuild_restores_the_state() {
     assert!(derived(snapshot(&mut con, &[]).await.unwrap()).is_empty());
 
     // `recalloc rebuild` replays the topics into the identical derived state.
-    c.featurizer.as_mut().unwrap().terminate();
-    let out = c.cli(&["rebuild"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.rebuild();
     assert_same_state(
         &derived(snapshot(&mut con, &[]).await.unwrap()),
         &before,

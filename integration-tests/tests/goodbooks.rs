@@ -140,13 +140,7 @@ async fn every_rating_is_counted_once_and_replays_change_nothing() {
     );
 
     // `recalloc rebuild`: wipe, replay, identical state.
-    c.featurizer.as_mut().unwrap().terminate();
-    let out = c.cli(&["rebuild"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.rebuild();
     assert_same_state(&snapshot(&mut con, &[]).await.unwrap(), &full, "rebuild");
 }
 
@@ -177,13 +171,7 @@ async fn featurizer_killed_mid_stream_ends_like_a_clean_run() {
     let after_crash = snapshot(&mut con, &[]).await.unwrap();
 
     // The clean run: the same log replayed into an empty Redis.
-    c.featurizer.as_mut().unwrap().terminate();
-    let out = c.cli(&["rebuild"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.rebuild();
     let clean = snapshot(&mut con, &[]).await.unwrap();
     assert_same_state(&after_crash, &clean, "after the crash vs a clean run");
     assert_eq!(stats(&c)["events"], exp.events);
@@ -225,13 +213,7 @@ async fn ingest_killed_mid_load_ends_like_a_clean_run() {
     assert_eq!(stats(&c)["events"], exp.events);
 
     // The clean run: the same log replayed into an empty Redis.
-    c.featurizer.as_mut().unwrap().terminate();
-    let out = c.cli(&["rebuild"]).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.rebuild();
     let clean = snapshot(&mut con, &[]).await.unwrap();
     assert_same_state(
         &after_crash,
