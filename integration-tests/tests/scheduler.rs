@@ -247,6 +247,35 @@ signal = {{ kind = "metrics_rate", url = "http://{ingest}/metrics", metric = "re
     assert!(plan.dry_run);
     assert_eq!(plan.step_seconds, 1);
 
+    // `recalloc plan` shows the same live plan.
+    let out = cluster
+        .cli_command(&["plan", "--json"])
+        .env("RECALLOC_SCHEDULER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["dry_run"], true);
+    let mut names: Vec<&str> = shown["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["deployment"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["recalloc-featurizer", "recalloc-ingest"]);
+    let out = cluster
+        .cli_command(&["plan", "nope"])
+        .env("RECALLOC_SCHEDULER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+
     let mut keda_client = keda::external_scaler_client::ExternalScalerClient::connect(format!(
         "http://127.0.0.1:{grpc}"
     ))
