@@ -7,7 +7,7 @@ DEMO_TRACE ?= ../shared/data/traces/crane/input0.csv
 # Three readers with the most ratings in the bundled sample.
 DEMO_USERS ?= 25266 6305 52581
 
-.PHONY: build deps model demo test up down reset bench lint fmt install
+.PHONY: build deps model demo test up down reset bench lint fmt install chart manifests soak
 
 build: deps
 	cargo build --release --bins
@@ -40,12 +40,22 @@ demo: build up
 	else echo "no load trace at $(DEMO_TRACE): autoscaling simulation skipped (set DEMO_TRACE=FILE)"; fi
 	@echo "the cluster is still up: 'make down' stops it"
 
-## Unit, property and integration tests; installs and starts Redis and the broker itself.
+## Unit, property and integration tests, and the Helm chart's checks; installs and starts Redis
+## and the broker itself.
 test: install
+	bash deploy/chart/check.sh
 	export RECALLOC_TEST_PYTHON=$$(bash deploy/local/pyenv.sh) && \
 	cargo build --release --bins && \
 	cargo test --release --workspace --exclude recalloc-integration-tests && \
 	cargo test --release -p recalloc-integration-tests -- --test-threads=1
+
+## The Helm chart: values against its schema, kubernetes-validate, deploy/k8s up to date, the Role.
+chart:
+	bash deploy/chart/check.sh
+
+## Re-render deploy/k8s from the chart's default values (after changing the chart).
+manifests:
+	bash deploy/chart/render.sh
 
 up: build
 	bash deploy/local/up.sh
@@ -64,6 +74,12 @@ bench: build install
 	bash bench/embed.sh
 	bash bench/rank.sh
 	bash bench/scheduler.sh
+	bash bench/soak.sh
+
+## Only the 10-minute soak (SOAK_SECONDS to change its length).
+soak: build install
+	cargo build --release --examples
+	bash bench/soak.sh
 
 lint: deps
 	cargo fmt --all -- --check

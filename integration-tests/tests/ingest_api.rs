@@ -378,6 +378,14 @@ async fn readiness_health_reflection_and_metrics_follow_the_broker() {
     assert!(!serving(
         health.check(req()).await.unwrap().into_inner().status
     ));
+    // …while the liveness service a Kubernetes liveness probe asks stays SERVING: a lost broker
+    // makes the pod unready, it does not get it restarted.
+    let liveness = tonic_health::pb::HealthCheckRequest {
+        service: recalloc_common::health::LIVENESS.into(),
+    };
+    assert!(serving(
+        health.check(liveness).await.unwrap().into_inner().status
+    ));
     c.start_broker().unwrap();
     let end = Instant::now() + Duration::from_secs(60);
     while http_get(c.ingest_http, "/readyz").unwrap().0 != 200 {

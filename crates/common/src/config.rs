@@ -194,6 +194,9 @@ pub struct EmbedConfig {
     pub max_text_bytes: u32,
     /// How stored vectors are encoded: `f32`, `f16` or `int8`.
     pub storage: String,
+    /// Consume the items and users topics (the worker). Off: serve Embed only, so API replicas
+    /// can be scaled without touching the workers' static partition shares.
+    pub consume: bool,
     /// Consumer group of the embed workers on the items and users topics, and their static
     /// partition share (as for the featurizer).
     pub group_id: String,
@@ -227,6 +230,7 @@ impl Default for EmbedConfig {
             max_request_texts: 4096,
             max_text_bytes: 64 * 1024,
             storage: "f16".into(),
+            consume: true,
             group_id: "recalloc-embed".into(),
             replicas: 1,
             replica_index: 0,
@@ -307,11 +311,16 @@ pub struct SchedulerConfig {
     /// Namespace of the scaled Deployments and of the Lease; empty = the pod's own namespace
     /// (or the kubeconfig's default).
     pub namespace: String,
-    /// The coordination.k8s.io Lease whose holder acts; the others serve read-only.
+    /// The coordination.k8s.io Lease whose holder acts; the others serve read-only. Empty: no
+    /// election, this replica always acts (run exactly one; the Role then needs no Lease rights).
     pub lease_name: String,
     pub lease_seconds: u32,
     /// This replica's name in the Lease; empty = `$POD_NAME`, else the host name.
     pub identity: String,
+    /// Record each applied plan in the Deployment's `recalloc.io/plan` annotation, so
+    /// `kubectl describe` shows why it has its replicas. Needs `patch` on deployments, beyond
+    /// the scale subresource.
+    pub record_plan: bool,
     /// Prometheus HTTP API base URL for `prometheus` signals, e.g. `http://prometheus:9090`.
     pub prometheus_url: String,
     /// Weights that turn a replica's requests into a cost per step.
@@ -339,6 +348,7 @@ impl Default for SchedulerConfig {
             lease_name: "recalloc-scheduler".into(),
             lease_seconds: 15,
             identity: String::new(),
+            record_plan: true,
             prometheus_url: String::new(),
             cpu_weight: 1.0,
             memory_gib_weight: 0.125,

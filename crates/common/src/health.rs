@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+/// The `grpc.health.v1` service name that answers SERVING whenever the process answers at all:
+/// what a liveness probe asks, so a lost dependency makes a pod unready, never restarted.
+pub const LIVENESS: &str = "liveness";
+
 pub struct Readiness {
     reporter: Option<HealthReporter>,
     services: Vec<String>,
@@ -22,6 +26,12 @@ impl Readiness {
     /// `services` are the fully-qualified gRPC service names this process serves; a process
     /// without a gRPC server (the featurizer) passes no reporter and reports over HTTP only.
     pub fn new(reporter: Option<HealthReporter>, services: &[&str]) -> Arc<Self> {
+        // Alive from the start, before any dependency is checked.
+        if let (Some(r), Ok(runtime)) = (&reporter, tokio::runtime::Handle::try_current()) {
+            let r = r.clone();
+            runtime
+                .spawn(async move { r.set_service_status(LIVENESS, ServingStatus::Serving).await });
+        }
         Arc::new(Self {
             reporter,
             services: services.iter().map(|s| s.to_string()).collect(),
@@ -79,6 +89,9 @@ impl Readiness {
             ServingStatus::NotServing
         };
         if let Some(reporter) = &self.reporter {
+            reporter
+                .set_service_status(LIVENESS, ServingStatus::Serving)
+                .await;
             reporter.set_service_status("", status).await;
             for s in &self.services {
                 reporter.set_service_status(s, status).await;

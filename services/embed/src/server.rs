@@ -124,14 +124,21 @@ pub async fn run(
         })
     };
     let worker_stop = recalloc_common::serve::Stop::default();
-    let worker_task = tokio::spawn(worker::run(
-        cfg.clone(),
-        engine.clone(),
-        store.clone(),
-        metrics.clone(),
-        readiness.clone(),
-        worker_stop.signal(),
-    ));
+    // `embed.consume = false`: an API-only replica (Kubernetes scales those freely; the
+    // consuming workers keep their static partition shares).
+    let worker_task = cfg.embed.consume.then(|| {
+        tokio::spawn(worker::run(
+            cfg.clone(),
+            engine.clone(),
+            store.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            worker_stop.signal(),
+        ))
+    });
+    if worker_task.is_none() {
+        tracing::info!("embed.consume is off: serving Embed only, not consuming the topics");
+    }
     let grpc = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health)
@@ -157,16 +164,19 @@ pub async fn run(
     readiness.set(false).await;
     // Phase 2: stop consuming; the worker commits what it stored.
     worker_stop.stop();
-    let worker_outcome = match tokio::time::timeout(GRACE, worker_task).await {
-        Ok(Ok(r)) => r.map_err(ServeError::from),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "worker task failed");
-            Ok(())
-        }
-        Err(_) => {
-            tracing::warn!("the worker did not stop within the grace period");
-            Ok(())
-        }
+    let worker_outcome = match worker_task {
+        None => Ok(()),
+        Some(task) => match tokio::time::timeout(GRACE, task).await {
+            Ok(Ok(r)) => r.map_err(ServeError::from),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "worker task failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("the worker did not stop within the grace period");
+                Ok(())
+            }
+        },
     };
     // Phase 3: stop accepting calls and let in-flight ones finish (bounded).
     if !grpc_task.is_finished() {

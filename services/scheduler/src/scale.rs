@@ -84,15 +84,15 @@ impl Scaler {
     }
 
     /// Clamps `replicas` into `[min, max]`; when that differs from the current `spec.replicas`,
-    /// patches the scale subresource with `{"spec":{"replicas":n}}`; then always patches the
-    /// Deployment's `metadata.annotations[PLAN_ANNOTATION] = plan_json`.
+    /// patches the scale subresource with `{"spec":{"replicas":n}}`; then, given a plan,
+    /// patches the Deployment's `metadata.annotations[PLAN_ANNOTATION] = plan_json`.
     pub async fn apply(
         &self,
         name: &str,
         replicas: u32,
         min: u32,
         max: u32,
-        plan_json: &str,
+        plan_json: Option<&str>,
     ) -> Result<Applied, ScaleError> {
         if min > max {
             return Err(ScaleError::InvalidBounds {
@@ -120,11 +120,13 @@ impl Scaler {
                 "scaled deployment"
             );
         }
-        let patch = json!({ "metadata": { "annotations": { PLAN_ANNOTATION: plan_json } } });
-        self.api
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map_err(|e| self.error(name, e))?;
+        if let Some(plan_json) = plan_json {
+            let patch = json!({ "metadata": { "annotations": { PLAN_ANNOTATION: plan_json } } });
+            self.api
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(|e| self.error(name, e))?;
+        }
         Ok(Applied {
             previous,
             replicas: target,
@@ -266,7 +268,7 @@ mod tests {
                     .respond(200, scale(5, 2)),
                 annotation_patch().respond(200, deployment(5, PLAN)),
             ],
-            scaler.apply("web", 5, 1, 10, PLAN),
+            scaler.apply("web", 5, 1, 10, Some(PLAN)),
         )
         .await
         .unwrap();
@@ -281,6 +283,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn apply_without_a_plan_to_record_touches_only_the_scale() {
+        // record_plan = false: the Role then needs no `patch` on deployments.
+        let (client, handle) = client();
+        let scaler = Scaler::new(client, "ns");
+        let applied = converse(
+            handle,
+            vec![
+                Exchange::get(SCALE).respond(200, scale(2, 2)),
+                Exchange::merge_patch(SCALE_PATCH, json!({ "spec": { "replicas": 5 } }))
+                    .respond(200, scale(5, 2)),
+            ],
+            scaler.apply("web", 5, 1, 10, None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(applied.replicas, 5);
+    }
+
+    #[tokio::test]
     async fn apply_without_change_only_annotates() {
         let (client, handle) = client();
         let scaler = Scaler::new(client, "ns");
@@ -290,7 +311,7 @@ mod tests {
                 Exchange::get(SCALE).respond(200, scale(5, 5)),
                 annotation_patch().respond(200, deployment(5, PLAN)),
             ],
-            scaler.apply("web", 5, 1, 10, PLAN),
+            scaler.apply("web", 5, 1, 10, Some(PLAN)),
         )
         .await
         .unwrap();
@@ -316,7 +337,7 @@ mod tests {
                     .respond(200, scale(8, 4)),
                 annotation_patch().respond(200, deployment(8, PLAN)),
             ],
-            scaler.apply("web", 50, 2, 8, PLAN),
+            scaler.apply("web", 50, 2, 8, Some(PLAN)),
         )
         .await
         .unwrap();
@@ -342,7 +363,7 @@ mod tests {
                     .respond(200, scale(2, 0)),
                 annotation_patch().respond(200, deployment(2, PLAN)),
             ],
-            scaler.apply("web", 0, 2, 8, PLAN),
+            scaler.apply("web", 0, 2, 8, Some(PLAN)),
         )
         .await
         .unwrap();
@@ -372,7 +393,7 @@ mod tests {
                     "web",
                 ),
             )],
-            scaler.apply("web", 5, 1, 10, PLAN),
+            scaler.apply("web", 5, 1, 10, Some(PLAN)),
         )
         .await
         .unwrap_err();
@@ -402,7 +423,7 @@ mod tests {
                     ),
                 ),
             ],
-            scaler.apply("web", 5, 1, 10, PLAN),
+            scaler.apply("web", 5, 1, 10, Some(PLAN)),
         )
         .await
         .unwrap_err();
@@ -420,7 +441,7 @@ mod tests {
     async fn apply_rejects_inverted_bounds_without_requests() {
         let (client, handle) = client();
         let scaler = Scaler::new(client, "ns");
-        let err = converse(handle, vec![], scaler.apply("web", 5, 9, 3, PLAN))
+        let err = converse(handle, vec![], scaler.apply("web", 5, 9, 3, Some(PLAN)))
             .await
             .unwrap_err();
         assert!(

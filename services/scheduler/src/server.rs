@@ -43,8 +43,10 @@ pub enum ServeError {
 /// The cluster side, when there is one.
 pub struct Cluster {
     pub scaler: Scaler,
-    pub elector: LeaderElector,
+    /// `None` when `scheduler.lease_name` is empty: this replica acts without an election.
+    pub elector: Option<LeaderElector>,
     pub namespace: String,
+    client: kube::Client,
 }
 
 impl Cluster {
@@ -73,18 +75,25 @@ impl Cluster {
         } else {
             s.namespace.clone()
         };
-        let identity = identity(&s.identity);
-        tracing::info!(%namespace, %identity, lease = %s.lease_name, "acting on the cluster when holding the lease");
-        Self {
-            scaler: Scaler::new(client.clone(), &namespace),
-            elector: LeaderElector::new(
-                client,
+        let elector = if s.lease_name.is_empty() {
+            tracing::info!(%namespace, "no lease configured: acting on the cluster without an election (run one replica)");
+            None
+        } else {
+            let identity = identity(&s.identity);
+            tracing::info!(%namespace, %identity, lease = %s.lease_name, "acting on the cluster when holding the lease");
+            Some(LeaderElector::new(
+                client.clone(),
                 &namespace,
                 &s.lease_name,
                 &identity,
                 s.lease_seconds,
-            ),
+            ))
+        };
+        Self {
+            scaler: Scaler::new(client.clone(), &namespace),
+            elector,
             namespace,
+            client,
         }
     }
 }
@@ -208,7 +217,10 @@ pub async fn tick(
                     .iter()
                     .find(|s| s.name == d.name)
                     .expect("planned deployments are managed");
-                let annotation = plan_annotation(d, shared.cfg.tick_seconds);
+                let annotation = shared
+                    .cfg
+                    .record_plan
+                    .then(|| plan_annotation(d, shared.cfg.tick_seconds));
                 match c
                     .scaler
                     .apply(
@@ -216,7 +228,7 @@ pub async fn tick(
                         d.request,
                         spec.min_replicas,
                         spec.max_replicas,
-                        &annotation,
+                        annotation.as_deref(),
                     )
                     .await
                 {
@@ -322,7 +334,19 @@ pub async fn run(
         let every = Duration::from_secs_f64((cfg.scheduler.lease_seconds as f64 / 3.0).max(0.2));
         tokio::spawn(async move {
             loop {
-                let result = c.elector.try_acquire_or_renew().await;
+                // Without an election this replica leads whenever the API server answers.
+                let result = match &c.elector {
+                    Some(elector) => elector
+                        .try_acquire_or_renew()
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => c
+                        .client
+                        .apiserver_version()
+                        .await
+                        .map(|_| Role::Leader)
+                        .map_err(|e| e.to_string()),
+                };
                 let is_leader = matches!(result, Ok(Role::Leader));
                 if leader.swap(is_leader, Ordering::SeqCst) != is_leader {
                     match &result {
@@ -338,9 +362,7 @@ pub async fn run(
                     &[],
                     f64::from(u8::from(is_leader)),
                 );
-                readiness
-                    .record("kubernetes", result.map(|_| ()).map_err(|e| e.to_string()))
-                    .await;
+                readiness.record("kubernetes", result.map(|_| ())).await;
                 tokio::time::sleep(every).await;
             }
         })
@@ -396,10 +418,10 @@ pub async fn run(
     if let Some(e) = election {
         e.abort();
     }
-    if let Some(c) = &cluster
+    if let Some(elector) = cluster.as_ref().and_then(|c| c.elector.as_ref())
         && leader.load(Ordering::SeqCst)
     {
-        match c.elector.release().await {
+        match elector.release().await {
             Ok(()) => tracing::info!("lease released"),
             Err(e) => tracing::warn!(error = %e, "could not release the lease; it lapses instead"),
         }
@@ -532,6 +554,52 @@ mod tests {
                 .render()
                 .contains("recalloc_scheduler_reading_errors_total")
         );
+    }
+
+    #[tokio::test]
+    async fn without_record_plan_the_leader_patches_only_the_scale() {
+        let history = vec![45.0; 120];
+        let (mut cfg, _, mut collector) = setup(&history);
+        cfg.scheduler.record_plan = false;
+        cfg.scheduler.lease_name.clear();
+        let shared = Shared::new(cfg.scheduler.clone());
+        for &v in &history {
+            shared
+                .lock()
+                .histories
+                .get_mut("web")
+                .unwrap()
+                .push(Some(v));
+        }
+        let (kube, handle) = client();
+        let cluster = Cluster::with_client(kube, &cfg);
+        assert!(
+            cluster.elector.is_none(),
+            "an empty lease_name means no election"
+        );
+        let script = vec![
+            Exchange::get(SCALE).respond(200, scale(2)),
+            Exchange::get(SCALE).respond(200, scale(2)),
+            Exchange::merge_patch(
+                &format!("{SCALE}?&fieldManager=recalloc-scheduler"),
+                json!({"spec": {"replicas": 5}}),
+            )
+            .respond(200, scale(5)),
+        ];
+        converse(
+            handle,
+            script,
+            tick(
+                &shared,
+                &mut collector,
+                Some(&cluster),
+                true,
+                &Metrics::new(),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(shared.lock().replicas["web"], 5);
     }
 
     #[tokio::test]

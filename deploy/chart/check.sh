@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The chart's checks (part of `make test`):
+#  1. values.yaml and every ci/*-values.yaml, merged as Helm merges them, satisfy values.schema.json;
+#  2. deploy/k8s equals the chart rendered with its default values;
+#  3. every rendered manifest (defaults and each ci/ values file) passes kubernetes-validate
+#     --strict against Kubernetes $KUBE_VERSION (custom resources — KEDA's ScaledObject and the
+#     ServiceMonitor — have no schema there and are reported as skipped);
+#  4. the scheduler's Role grants only Deployments, their scale, and (when enabled) its Lease;
+#  5. values that cannot work are refused with a message (too many consumer replicas, several
+#     schedulers without leader election).
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+KUBE_VERSION=${KUBE_VERSION:-1.34.0}
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+failed=0
+bad() { echo "chart check FAILED: $*" >&2; failed=1; }
+
+for values in "" "$chart_dir"/ci/*-values.yaml; do
+  name=${values:+$(basename "$values" .yaml)}; name=${name:-defaults}
+  args=(); [ -n "$values" ] && args=(-f "$values")
+  "$helm_template" --show-values "${args[@]}" "$chart_dir" >"$work/$name.json"
+  "$chart_py" - "$chart_dir/values.schema.json" "$work/$name.json" <<'PY' || bad "$name: values do not satisfy values.schema.json"
+import json, sys, jsonschema
+schema, values = (json.load(open(p)) for p in sys.argv[1:3])
+errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(values), key=lambda e: list(e.path))
+for e in errors:
+    print(f"  {'.'.join(map(str, e.path)) or '(top)'}: {e.message}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+  mkdir -p "$work/$name"
+  "$helm_template" --name recalloc --namespace recalloc "${args[@]}" --output-dir "$work/$name" "$chart_dir" \
+    || { bad "$name: rendering failed"; continue; }
+  "$kv_venv/bin/kubernetes-validate" --strict -k "$KUBE_VERSION" --quiet "$work/$name"/*.yaml >"$work/$name.kv" 2>&1 \
+    || { cat "$work/$name.kv" >&2; bad "$name: kubernetes-validate $KUBE_VERSION"; }
+  grep -v "Couldn't find schema for kind \(ScaledObject\|ServiceMonitor\)" "$work/$name.kv" | grep . >&2 || true
+  # The Role: nothing beyond deployments, deployments/scale and leases, and no wildcard verb.
+  "$chart_py" - "$work/$name"/*.yaml <<'PY' || bad "$name: a Role grants more than it should"
+import sys, yaml
+allowed = {("apps", "deployments"), ("apps", "deployments/scale"), ("coordination.k8s.io", "leases")}
+ok = True
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc.get("kind") not in ("Role", "ClusterRole"):
+            continue
+        if doc["kind"] == "ClusterRole":
+            print(f"  {path}: a ClusterRole", file=sys.stderr); ok = False
+        for rule in doc.get("rules", []):
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    if (g, r) not in allowed:
+                        print(f"  {path}: grants {g}/{r}", file=sys.stderr); ok = False
+            if "*" in rule["verbs"]:
+                print(f"  {path}: a wildcard verb", file=sys.stderr); ok = False
+sys.exit(0 if ok else 1)
+PY
+  echo "chart: $name renders $(ls "$work/$name" | wc -l) files, schema ok, kubernetes-validate $KUBE_VERSION ok" >&2
+done
+
+"$helm_template" --name recalloc --namespace recalloc --output-dir "$work/k8s" "$chart_dir"
+cp "$root/deploy/chart/k8s-README.md" "$work/k8s/README.md"
+diff -r "$root/deploy/k8s" "$work/k8s" >&2 || bad "deploy/k8s differs from the chart's defaults: run bash deploy/chart/render.sh"
+
+# Values that cannot work must be refused at render time, with the reason.
+refuse() {  # description, expected message, values yaml
+  printf '%s\n' "$3" >"$work/refuse.yaml"
+  if "$helm_template" -f "$work/refuse.yaml" "$chart_dir" >/dev/null 2>"$work/refuse.err"; then
+    bad "$1: rendered, should have been refused"
+  elif ! grep -q "$2" "$work/refuse.err"; then
+    bad "$1: refused without saying '$2': $(cat "$work/refuse.err")"
+  fi
+}
+refuse "featurizer replicas above partitions" "featurizer.replicas must not exceed kafka.partitions" \
+  $'featurizer:\n  replicas: 5\nkafka:\n  partitions: 4'
+refuse "two schedulers without election" "scheduler.replicas > 1 needs scheduler.leaderElection" \
+  $'scheduler:\n  replicas: 2'
+refuse "TLS without its Secret" "security.tls.secretName is required" \
+  $'security:\n  tls:\n    enabled: true'
+refuse "an embed worker on an unknown variant" "is not one of embed.variants" \
+  $'embed:\n  worker:\n    variant: tpu'
+
+[ $failed = 0 ] || exit 1
+echo "chart checks passed" >&2
