@@ -2,7 +2,7 @@
 //! under concurrency, back-pressure, the worker's idempotent re-consumption, the sweep, profile
 //! fusion through the API, and a missing model.
 
-use recalloc_integration_tests::{Cluster, http_get, snapshot};
+use recalloc_integration_tests::{Cluster, http_get, snapshot, wait_ready};
 use recalloc_proto::v1::{
     EmbedRequest, Event, EventKind, GetEmbedModelInfoRequest, GetItemVectorRequest,
     GetUserProfileRequest, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
@@ -497,4 +497,49 @@ async fn a_missing_model_stops_the_service_with_the_path_and_the_fix() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(p.log().contains("embed.storage"), "{}", p.log());
+}
+
+/// `embed.consume = false` (the chart's scaled API replicas): Embed answers, the topics are left
+/// to the workers — nothing gets a vector until a consuming replica runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_only_replica_serves_embed_and_leaves_the_topics_to_the_workers() {
+    let mut c = Cluster::start().unwrap();
+    c.extra_env = vec![("RECALLOC_EMBED_SWEEP_INTERVAL_S".into(), "1".into())];
+    let mut api = c
+        .spawn_embed_with(&[("RECALLOC_EMBED_CONSUME", "false")])
+        .unwrap();
+    wait_ready(c.embed_http, &mut api, Duration::from_secs(60)).unwrap();
+    let mut ingest = c.grpc().await.unwrap();
+    ingest
+        .upsert_items(UpsertItemsRequest {
+            items: vec![Item {
+                item_id: "whales".into(),
+                title: "A story of whales".into(),
+                description: String::new(),
+                tags: vec![],
+                attributes: HashMap::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    let vectors = c
+        .embed_client()
+        .await
+        .unwrap()
+        .embed(texts(&["a story of whales"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(vectors.vectors.len(), 1);
+    // The featurizer has the item; give a consumer (and the sweep) ample time to embed it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        vector_state(&c).await.is_empty(),
+        "an API-only replica stored vectors"
+    );
+    assert!(api.log().contains("embed.consume is off"), "{}", api.log());
+    // A consuming replica embeds it: the check above could have failed.
+    api.terminate().unwrap();
+    c.start_embed().unwrap();
+    wait_embedded(&c, 1, 0).await;
 }
