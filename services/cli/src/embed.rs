@@ -39,9 +39,7 @@ pub async fn run(addr: &str, security: &SecurityConfig, texts: Vec<String>) -> R
                 let r = client
                     .embed(EmbedRequest { texts: chunk })
                     .await
-                    .map_err(|s| {
-                        anyhow::anyhow!("embed texts {first}..: {} ({:?})", s.message(), s.code())
-                    })?;
+                    .map_err(|s| crate::status_error(&format!("embed texts {first}.."), &s))?;
                 Ok::<_, anyhow::Error>(
                     r.into_inner()
                         .vectors

@@ -229,6 +229,15 @@ pub async fn connect(what: &str, address: &str, security: &SecurityConfig) -> Re
         })
 }
 
+/// A failed call as one line: the status, and for transport failures the cause underneath
+/// (e.g. the TLS alert of a server that refused our certificate), which `message()` drops.
+pub fn status_error(what: &str, s: &tonic::Status) -> anyhow::Error {
+    let cause = std::error::Error::source(s)
+        .map(|e| format!(": {}", recalloc_common::tls::error_chain(e)))
+        .unwrap_or_default();
+    anyhow::anyhow!("{what}: {} ({:?}){cause}", s.message(), s.code())
+}
+
 async fn ingest(cfg: &Config, addr: Option<&str>) -> Result<load::Ingest> {
     let addr = addr.map_or_else(|| cfg.ingest.grpc_addr.to_string(), str::to_owned);
     let channel = connect("ingest", &addr, &cfg.security).await?;
@@ -357,7 +366,7 @@ async fn run(cli: Cli) -> Result<()> {
             let s = client
                 .get_stats(GetStatsRequest {})
                 .await
-                .map_err(|s| anyhow::anyhow!("stats: {} ({:?})", s.message(), s.code()))?
+                .map_err(|s| status_error("stats", &s))?
                 .into_inner();
             println!(
                 "{}",

@@ -17,7 +17,7 @@ pub async fn show(
             deployment: deployment.unwrap_or_default().to_owned(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("plan: {} ({:?})", s.message(), s.code()))?
+        .map_err(|s| crate::status_error("plan", &s))?
         .into_inner();
     if json {
         let deployments: Vec<_> = plan

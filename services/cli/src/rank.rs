@@ -18,7 +18,7 @@ async fn client(addr: &str, security: &SecurityConfig, bearer: &BearerToken) -> 
 }
 
 fn status(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+    crate::status_error(what, &s)
 }
 
 pub async fn train(
