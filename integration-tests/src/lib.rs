@@ -5,6 +5,8 @@
 //! Needs `redis-server` on PATH, tansu at `RECALLOC_TANSU_BIN` (or the cache path
 //! `deploy/local/install.sh` uses), and the release binaries built (`make test` does all three).
 
+pub mod pki;
+
 use anyhow::{Context, Result, bail};
 use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
@@ -406,14 +408,31 @@ impl Cluster {
     pub async fn rank_client(
         &self,
     ) -> Result<recalloc_proto::v1::ranker_client::RankerClient<tonic::transport::Channel>> {
-        Ok(
-            recalloc_proto::v1::ranker_client::RankerClient::connect(format!(
-                "http://{}",
-                self.rank_grpc
-            ))
-            .await?
-            .max_decoding_message_size(64 << 20),
+        Ok(recalloc_proto::v1::ranker_client::RankerClient::new(
+            self.channel(self.rank_grpc).await?,
         )
+        .max_decoding_message_size(64 << 20))
+    }
+
+    /// The `security` settings the services and the CLI get from [`Cluster::env`]: clients
+    /// here connect the way the CLI does (TLS and a client certificate when configured).
+    pub fn security(&self) -> Result<recalloc_common::config::SecurityConfig> {
+        let env = self
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RECALLOC_SECURITY_"))
+            .collect();
+        Ok(recalloc_common::Config::load_from(None, &env)?.security)
+    }
+
+    /// A connected channel to one of the cluster's gRPC servers, with the cluster's client
+    /// settings.
+    pub async fn channel(&self, addr: SocketAddr) -> Result<tonic::transport::Channel> {
+        let endpoint = recalloc_common::tls::endpoint(&addr.to_string(), &self.security()?)?;
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", recalloc_common::tls::error_chain(&e)))
     }
 
     /// Starts the embed service (model loaded, Redis and broker reachable).
@@ -452,14 +471,10 @@ impl Cluster {
         &self,
     ) -> Result<recalloc_proto::v1::embedder_client::EmbedderClient<tonic::transport::Channel>>
     {
-        Ok(
-            recalloc_proto::v1::embedder_client::EmbedderClient::connect(format!(
-                "http://{}",
-                self.embed_grpc
-            ))
-            .await?
-            .max_decoding_message_size(64 << 20),
+        Ok(recalloc_proto::v1::embedder_client::EmbedderClient::new(
+            self.channel(self.embed_grpc).await?,
         )
+        .max_decoding_message_size(64 << 20))
     }
 
     /// Runs the CLI against this cluster.
@@ -500,18 +515,22 @@ impl Cluster {
     pub async fn grpc(
         &self,
     ) -> Result<recalloc_proto::v1::ingest_client::IngestClient<tonic::transport::Channel>> {
-        Ok(
-            recalloc_proto::v1::ingest_client::IngestClient::connect(format!(
-                "http://{}",
-                self.ingest_grpc
-            ))
-            .await?,
-        )
+        Ok(recalloc_proto::v1::ingest_client::IngestClient::new(
+            self.channel(self.ingest_grpc).await?,
+        ))
     }
 }
 
 /// The services a gRPC server lists through server reflection, sorted.
 pub async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    reflected_services_on(channel).await
+}
+
+/// [`reflected_services`] over a given channel (e.g. a TLS one).
+pub async fn reflected_services_on(channel: tonic::transport::Channel) -> Result<Vec<String>> {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -520,9 +539,6 @@ pub async fn reflected_services(addr: SocketAddr) -> Result<Vec<String>> {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
     let mut stream = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter(vec![req]))
         .await?

@@ -178,6 +178,7 @@ mod tests {
         let cfg = crate::config::SecurityConfig {
             token: s.clone(),
             token_file: String::new(),
+            ..Default::default()
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
         assert_eq!(token(&cfg).unwrap(), Some(s));
@@ -186,11 +187,13 @@ mod tests {
         let cfg = crate::config::SecurityConfig {
             token: Secret::default(),
             token_file: f.path().display().to_string(),
+            ..Default::default()
         };
         assert_eq!(token(&cfg).unwrap(), Some(Secret::new("from-file")));
         let cfg = crate::config::SecurityConfig {
             token: Secret::default(),
             token_file: "/nonexistent/token".into(),
+            ..Default::default()
         };
         assert!(token(&cfg).unwrap_err().contains("security.token_file"));
         assert_eq!(token(&Default::default()).unwrap(), None);

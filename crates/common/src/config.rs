@@ -492,6 +492,25 @@ pub struct SecurityConfig {
     pub token: crate::auth::Secret,
     /// A file whose first line is the token (e.g. a mounted Kubernetes Secret).
     pub token_file: String,
+    /// Server side of TLS (see `crate::tls`): this server's certificate chain, PEM. Set, every
+    /// gRPC server of the process speaks TLS only; empty, plain HTTP/2 (the local cluster).
+    pub tls_cert_file: String,
+    /// The private key of `tls_cert_file`, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: String,
+    /// CA certificates, PEM, that client certificates must chain to. Set, a caller without a
+    /// certificate signed by one of them is refused during the handshake (mutual TLS): only
+    /// holders of a cluster identity reach the service at all, token or not.
+    pub tls_client_ca_file: String,
+    /// Client side: CA certificates, PEM, that the servers' certificates must chain to. Set,
+    /// the CLI (and every other gRPC client) connects with TLS; `https://` addresses need it.
+    pub tls_ca_file: String,
+    /// The client's own certificate chain and key, PEM, presented to servers that require
+    /// client certificates (`tls_client_ca_file` on their side).
+    pub tls_client_cert_file: String,
+    pub tls_client_key_file: String,
+    /// The name the server certificate must carry; empty = the host of the address dialled.
+    /// Needed when servers are dialled by IP but their certificates name a DNS name.
+    pub tls_server_name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

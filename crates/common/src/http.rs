@@ -1,5 +1,9 @@
 //! The HTTP side of every service: `/metrics` (Prometheus text), `/healthz` (the process is up)
 //! and `/readyz` (dependencies answer; 503 with the reason otherwise).
+//!
+//! Always plain HTTP, also when the gRPC servers speak TLS (`crate::tls`): Prometheus scrapes
+//! and kubelet probes reach it without a client identity, and it carries no user data and
+//! accepts no writes.
 
 use crate::{Metrics, Readiness};
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};

@@ -11,6 +11,7 @@ pub mod net;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod trace_context;
 
 pub use config::{Config, ConfigError};

@@ -4,13 +4,11 @@
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
+use recalloc_common::config::SecurityConfig;
 use recalloc_proto::v1::EmbedRequest;
 use recalloc_proto::v1::embedder_client::EmbedderClient;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Texts per request and requests in flight.
 const CHUNK: usize = 256;
@@ -23,16 +21,12 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-pub async fn run(addr: SocketAddr, texts: Vec<String>) -> Result<()> {
+pub async fn run(addr: &str, security: &SecurityConfig, texts: Vec<String>) -> Result<()> {
     anyhow::ensure!(
         !texts.is_empty(),
         "no texts: give TEXT arguments or --file F"
     );
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach embed at {addr} (is the cluster up? `make up`)"))?;
+    let channel = crate::connect("embed", addr, security).await?;
     let client = EmbedderClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
@@ -45,9 +39,7 @@ pub async fn run(addr: SocketAddr, texts: Vec<String>) -> Result<()> {
                 let r = client
                     .embed(EmbedRequest { texts: chunk })
                     .await
-                    .map_err(|s| {
-                        anyhow::anyhow!("embed texts {first}..: {} ({:?})", s.message(), s.code())
-                    })?;
+                    .map_err(|s| crate::status_error(&format!("embed texts {first}.."), &s))?;
                 Ok::<_, anyhow::Error>(
                     r.into_inner()
                         .vectors

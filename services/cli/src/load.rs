@@ -294,7 +294,7 @@ where
                 );
                 tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
             }
-            Err(s) => bail!("ingest: {} ({:?})", s.message(), s.code()),
+            Err(s) => return Err(crate::status_error("ingest", &s)),
         }
     }
 }

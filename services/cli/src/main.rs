@@ -9,13 +9,13 @@ mod plan;
 mod rank;
 mod simulate;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use recalloc_common::Config;
+use recalloc_common::config::SecurityConfig;
 use recalloc_proto::v1::GetStatsRequest;
 use recalloc_proto::v1::ingest_client::IngestClient;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -30,9 +30,17 @@ struct Cli {
     /// TOML config file (also RECALLOC_CONFIG).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Ingest gRPC address (default: ingest.grpc_addr of the config).
-    #[arg(long, global = true)]
-    ingest_addr: Option<SocketAddr>,
+    /// Ingest gRPC address: host:port, http://host:port or https://host:port (default:
+    /// ingest.grpc_addr of the config). Without a scheme, TLS is used when
+    /// security.tls_ca_file is set.
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    ingest_addr: Option<String>,
+    /// Rank gRPC address, as --ingest-addr (default: rank.grpc_addr of the config).
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    rank_addr: Option<String>,
+    /// Scheduler gRPC address, as --ingest-addr (default: scheduler.grpc_addr of the config).
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    scheduler_addr: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,9 +69,9 @@ enum Command {
         /// Read texts from a file, one per line (an empty line is an empty text).
         #[arg(long)]
         file: Option<PathBuf>,
-        /// Embed gRPC address (default: embed.grpc_addr of the config).
-        #[arg(long)]
-        embed_addr: Option<SocketAddr>,
+        /// Embed gRPC address, as --ingest-addr (default: embed.grpc_addr of the config).
+        #[arg(long, value_name = "ADDRESS")]
+        embed_addr: Option<String>,
         /// Texts to encode (after those of --file).
         texts: Vec<String>,
     },
@@ -205,13 +213,34 @@ enum Dataset {
     Movielens { dir: PathBuf },
 }
 
-async fn ingest(cfg: &Config, addr: Option<SocketAddr>) -> Result<load::Ingest> {
-    let addr = addr.unwrap_or(cfg.ingest.grpc_addr);
-    let channel = Channel::from_shared(format!("http://{addr}"))?
+/// A connection to the `what` service at `address` (`host:port` or an `http(s)://` URL), over
+/// TLS as `security.*` says (see `recalloc_common::tls`). A refused handshake shows here with
+/// rustls' reason (unknown issuer, certificate required, …).
+pub async fn connect(what: &str, address: &str, security: &SecurityConfig) -> Result<Channel> {
+    recalloc_common::tls::endpoint(address, security)?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot reach ingest at {addr} (is the cluster up? `make up`)"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach {what} at {address}: {} (is it running? `make up` starts the cluster)",
+                recalloc_common::tls::error_chain(&e)
+            )
+        })
+}
+
+/// A failed call as one line: the status, and for transport failures the cause underneath
+/// (e.g. the TLS alert of a server that refused our certificate), which `message()` drops.
+pub fn status_error(what: &str, s: &tonic::Status) -> anyhow::Error {
+    let cause = std::error::Error::source(s)
+        .map(|e| format!(": {}", recalloc_common::tls::error_chain(e)))
+        .unwrap_or_default();
+    anyhow::anyhow!("{what}: {} ({:?}){cause}", s.message(), s.code())
+}
+
+async fn ingest(cfg: &Config, addr: Option<&str>) -> Result<load::Ingest> {
+    let addr = addr.map_or_else(|| cfg.ingest.grpc_addr.to_string(), str::to_owned);
+    let channel = connect("ingest", &addr, &cfg.security).await?;
     Ok(IngestClient::with_interceptor(channel, bearer(cfg)?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
@@ -299,6 +328,7 @@ async fn run(cli: Cli) -> Result<()> {
         };
     }
     let cfg = Config::load(cli.config.as_deref())?;
+    let rank_addr = (cli.rank_addr.clone()).unwrap_or_else(|| cfg.rank.grpc_addr.to_string());
     match cli.command {
         Command::Load {
             dataset,
@@ -315,7 +345,7 @@ async fn run(cli: Cli) -> Result<()> {
                 data.items.len(),
                 data.events.len()
             );
-            let client = ingest(&cfg, cli.ingest_addr).await?;
+            let client = ingest(&cfg, cli.ingest_addr.as_deref()).await?;
             let (items, events, secs) = load::send(client, data, batch, in_flight, retries).await?;
             println!(
                 "items: accepted {} rejected {}\nevents: accepted {} rejected {} duplicates {} in {:.1} s ({:.0} events/s)",
@@ -332,11 +362,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Stats => {
-            let mut client = ingest(&cfg, cli.ingest_addr).await?;
+            let mut client = ingest(&cfg, cli.ingest_addr.as_deref()).await?;
             let s = client
                 .get_stats(GetStatsRequest {})
                 .await
-                .map_err(|s| anyhow::anyhow!("stats: {} ({:?})", s.message(), s.code()))?
+                .map_err(|s| status_error("stats", &s))?
                 .into_inner();
             println!(
                 "{}",
@@ -356,7 +386,8 @@ async fn run(cli: Cli) -> Result<()> {
                 None => Vec::new(),
             };
             all.extend(texts);
-            embed::run(embed_addr.unwrap_or(cfg.embed.grpc_addr), all).await?;
+            let addr = embed_addr.unwrap_or_else(|| cfg.embed.grpc_addr.to_string());
+            embed::run(&addr, &cfg.security, all).await?;
         }
         Command::Train {
             algorithm,
@@ -364,7 +395,8 @@ async fn run(cli: Cli) -> Result<()> {
             iterations,
         } => {
             rank::train(
-                cfg.rank.grpc_addr,
+                &rank_addr,
+                &cfg.security,
                 &bearer(&cfg)?,
                 algorithm.as_deref(),
                 factors,
@@ -377,9 +409,11 @@ async fn run(cli: Cli) -> Result<()> {
             k,
             explain,
             json,
-        } => rank::recommend(cfg.rank.grpc_addr, &user, k, explain, json).await?,
+        } => rank::recommend(&rank_addr, &cfg.security, &user, k, explain, json).await?,
         Command::Plan { deployment, json } => {
-            plan::show(cfg.scheduler.grpc_addr, deployment.as_deref(), json).await?
+            let addr =
+                (cli.scheduler_addr.clone()).unwrap_or_else(|| cfg.scheduler.grpc_addr.to_string());
+            plan::show(&addr, &cfg.security, deployment.as_deref(), json).await?
         }
         Command::Rebuild => {
             let pb = ProgressBar::new(0);

@@ -1,26 +1,23 @@
 //! `recalloc plan`: the live plan of the running scheduler (GetPlan), as a table or JSON.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use recalloc_common::config::SecurityConfig;
 use recalloc_proto::v1::GetPlanRequest;
 use recalloc_proto::v1::scheduler_client::SchedulerClient;
-use std::net::SocketAddr;
-use std::time::Duration;
-use tonic::transport::Channel;
 
-pub async fn show(addr: SocketAddr, deployment: Option<&str>, json: bool) -> Result<()> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| {
-            format!("cannot reach the scheduler at {addr} (is it running? `make up` starts it)")
-        })?;
+pub async fn show(
+    addr: &str,
+    security: &SecurityConfig,
+    deployment: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let channel = crate::connect("the scheduler", addr, security).await?;
     let plan = SchedulerClient::new(channel)
         .get_plan(GetPlanRequest {
             deployment: deployment.unwrap_or_default().to_owned(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("plan: {} ({:?})", s.message(), s.code()))?
+        .map_err(|s| crate::status_error("plan", &s))?
         .into_inner();
     if json {
         let deployments: Vec<_> = plan

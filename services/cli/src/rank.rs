@@ -1,33 +1,29 @@
 //! `recalloc train` and `recalloc recommend`: the rank service from the command line.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use recalloc_common::auth::BearerToken;
+use recalloc_common::config::SecurityConfig;
 use recalloc_proto::v1::ranker_client::RankerClient;
 use recalloc_proto::v1::{
     Algorithm, ExplainRequest, RecommendRequest, RecommendationSource, TrainRequest,
 };
-use std::net::SocketAddr;
-use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 type Ranker = RankerClient<InterceptedService<Channel, BearerToken>>;
 
-async fn client(addr: SocketAddr, bearer: &BearerToken) -> Result<Ranker> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach rank at {addr} (is the cluster up? `make up`)"))?;
+async fn client(addr: &str, security: &SecurityConfig, bearer: &BearerToken) -> Result<Ranker> {
+    let channel = crate::connect("rank", addr, security).await?;
     Ok(RankerClient::with_interceptor(channel, bearer.clone()).max_decoding_message_size(64 << 20))
 }
 
 fn status(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
+    crate::status_error(what, &s)
 }
 
 pub async fn train(
-    addr: SocketAddr,
+    addr: &str,
+    security: &SecurityConfig,
     bearer: &BearerToken,
     algorithm: Option<&str>,
     factors: u32,
@@ -42,7 +38,7 @@ pub async fn train(
             anyhow::bail!("--algorithm {other:?}: use implicit_als, explicit_mf or hybrid")
         }
     };
-    let mut c = client(addr, bearer).await?;
+    let mut c = client(addr, security, bearer).await?;
     eprintln!("training…");
     let r = c
         .train(TrainRequest {
@@ -68,13 +64,14 @@ pub async fn train(
 }
 
 pub async fn recommend(
-    addr: SocketAddr,
+    addr: &str,
+    security: &SecurityConfig,
     user: &str,
     k: u32,
     explain: bool,
     json: bool,
 ) -> Result<()> {
-    let mut c = client(addr, &BearerToken::default()).await?;
+    let mut c = client(addr, security, &BearerToken::default()).await?;
     let r = c
         .recommend(RecommendRequest {
             user_id: user.to_owned(),

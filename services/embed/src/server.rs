@@ -22,6 +22,8 @@ pub const GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] recalloc_common::tls::TlsError),
     #[error("invalid config key {key}: {message}")]
     Config { key: &'static str, message: String },
     #[error("model: {0}")]
@@ -67,6 +69,8 @@ pub async fn run(
             message: "must be between 0 and 1".into(),
         });
     }
+    // TLS files are checked before the model loads and anything is bound.
+    let server = recalloc_common::tls::server_builder(&cfg.security)?;
     let metrics = Metrics::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Embedder"]);
@@ -139,7 +143,7 @@ pub async fn run(
     if worker_task.is_none() {
         tracing::info!("embed.consume is off: serving Embed only, not consuming the topics");
     }
-    let grpc = tonic::transport::Server::builder()
+    let grpc = server
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health)
         .add_service(reflection)

@@ -26,6 +26,8 @@ pub const WRITES: [&str; 4] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] recalloc_common::tls::TlsError),
     #[error("{0}")]
     Config(String),
     #[error("kafka producer: {0}")]
@@ -49,6 +51,8 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let limits = Limits::from(&cfg.ingest);
     validate::check_limits(&limits).map_err(ServeError::Config)?;
+    // TLS files are checked before anything is bound or connected.
+    let server = recalloc_common::tls::server_builder(&cfg.security)?;
     let metrics = Metrics::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ingest"]);
@@ -85,7 +89,7 @@ pub async fn run(
     };
 
     let token = recalloc_common::auth::token(&cfg.security).map_err(ServeError::Config)?;
-    let grpc = tonic::transport::Server::builder()
+    let grpc = server
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .layer(recalloc_common::auth::RequireToken::new(token, &WRITES))
         .add_service(health)

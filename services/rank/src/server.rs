@@ -22,6 +22,8 @@ pub const ADMIN: [&str; 1] = ["/recalloc.v1.Ranker/Train"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] recalloc_common::tls::TlsError),
     #[error("invalid config key {key}: {message}")]
     Config { key: &'static str, message: String },
     #[error(transparent)]
@@ -94,6 +96,8 @@ pub async fn run(
             key: "security.token_file",
             message,
         })?;
+    // TLS files are checked before anything is bound or loaded.
+    let server = recalloc_common::tls::server_builder(&cfg.security)?;
     let metrics = Metrics::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ranker"]);
@@ -186,7 +190,7 @@ pub async fn run(
         })
     });
 
-    let grpc = tonic::transport::Server::builder()
+    let grpc = server
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .layer(recalloc_common::auth::RequireToken::new(token, &ADMIN))
         .add_service(health)

@@ -27,6 +27,8 @@ const SERVICES: [&str; 2] = ["recalloc.v1.Scheduler", "externalscaler.ExternalSc
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
+    Tls(#[from] recalloc_common::tls::TlsError),
+    #[error(transparent)]
     Config(#[from] PlanningError),
     #[error("scheduler.mode is kube but no cluster is reachable: {0}")]
     NoCluster(String),
@@ -305,6 +307,8 @@ pub async fn run(
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     planning::validate(&cfg.scheduler)?;
+    // TLS files are checked before the cluster is contacted and anything is bound.
+    let server = recalloc_common::tls::server_builder(&cfg.security)?;
     let cluster = match cluster {
         Some(c) => Some(c),
         None => Cluster::connect(&cfg).await?,
@@ -399,7 +403,7 @@ pub async fn run(
         })
     };
 
-    let grpc = tonic::transport::Server::builder()
+    let grpc = server
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health)
         .add_service(reflection)
