@@ -52,13 +52,38 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// The server, `redis://host:port` or `rediss://host:port` (TLS). It may carry
+    /// `user:password@`, but the fields below win when set.
     pub url: String,
+    /// `single` (one server, or a primary behind a failover proxy) or `cluster` (a Redis
+    /// Cluster, reached through `nodes`).
+    pub mode: String,
+    /// Cluster seed nodes, comma-separated `host:port`; empty = the url's host and port.
+    pub nodes: String,
+    /// ACL user; empty = the url's, else `default`.
+    pub username: String,
+    /// The user's password (`RECALLOC_REDIS_PASSWORD`); never logged.
+    pub password: crate::auth::Secret,
+    /// A file whose first line is the password (e.g. a mounted Kubernetes Secret); used when
+    /// `password` is empty.
+    pub password_file: String,
+    /// Connect over TLS (also implied by a `rediss://` url).
+    pub tls: bool,
+    /// PEM file of the CA that signed the server certificates; empty = the system roots.
+    pub tls_ca_file: String,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            mode: "single".into(),
+            nodes: String::new(),
+            username: String::new(),
+            password: crate::auth::Secret::default(),
+            password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
         }
     }
 }
