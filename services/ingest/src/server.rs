@@ -1,6 +1,7 @@
 //! Process wiring for the ingest server: gRPC (Ingest, health, reflection) plus the HTTP
 //! endpoint, readiness from the broker, and phased shutdown.
 
+use recalloc_common::redis_conn::RedisTarget;
 use crate::producer::EventProducer;
 use crate::service::IngestService;
 use crate::validate::{self, Limits};
@@ -58,7 +59,7 @@ pub async fn run(
         producer.clone(),
         limits,
         cfg.ingest.max_batch as usize,
-        cfg.redis.url.clone(),
+        RedisTarget::from_config(&cfg.redis).map_err(|e| ServeError::Config(e.to_string()))?,
         metrics.clone(),
     );
     let reflection = recalloc_common::serve::reflection("recalloc.v1.Ingest")?;
