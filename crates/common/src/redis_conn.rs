@@ -17,12 +17,13 @@
 
 use crate::auth::Secret;
 use crate::config::RedisConfig;
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value,
 };
+use std::time::Duration;
 
 /// A config problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +194,9 @@ impl RedisTarget {
                         })
                         .collect::<Result<_, _>>()?
                 };
-                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds);
+                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+                    .retries(3)
+                    .connection_timeout(CONNECT_TIMEOUT);
                 // The seeds carry the credentials, but the builder applies its own to the nodes
                 // it discovers.
                 let url_user = cfg
@@ -237,12 +240,26 @@ impl RedisTarget {
     /// (which follows MOVED/ASK and reconnects nodes) for a cluster.
     pub async fn connect(&self) -> redis::RedisResult<RedisConnection> {
         Ok(match self {
-            RedisTarget::Single(c) => {
-                RedisConnection::Single(ConnectionManager::new(c.clone()).await?)
-            }
+            RedisTarget::Single(c) => RedisConnection::Single(
+                ConnectionManager::new_with_config(c.clone(), manager_config()).await?,
+            ),
             RedisTarget::Cluster(c) => RedisConnection::Cluster(c.get_async_connection().await?),
         })
     }
+}
+
+/// How long one attempt to reach a server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reconnection after a lost connection: a few quick tries, then the error goes to the caller
+/// (services report it as "redis" not ready and try again). The client's default waits one second,
+/// then a minute between tries, so a wrong password surfaced only after minutes.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(3)
+        .set_factor(2)
+        .set_max_delay(2_000)
+        .set_connection_timeout(CONNECT_TIMEOUT)
 }
 
 /// Connects from config in one step (the CLI and tools; services retry [`RedisTarget::connect`]).

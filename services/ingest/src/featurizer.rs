@@ -17,9 +17,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use recalloc_common::config::Config;
 
+use recalloc_common::redis_conn::{RedisConfigError, RedisConnection, RedisTarget};
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::topics;
-use recalloc_common::redis_conn::{RedisConfigError, RedisConnection, RedisTarget};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;

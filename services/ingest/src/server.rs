@@ -1,12 +1,12 @@
 //! Process wiring for the ingest server: gRPC (Ingest, health, reflection) plus the HTTP
 //! endpoint, readiness from the broker, and phased shutdown.
 
-use recalloc_common::redis_conn::RedisTarget;
 use crate::producer::EventProducer;
 use crate::service::IngestService;
 use crate::validate::{self, Limits};
 use recalloc_common::config::Config;
 use recalloc_common::metrics::GrpcMetricsLayer;
+use recalloc_common::redis_conn::RedisTarget;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::ingest_server::IngestServer;
 use std::future::Future;

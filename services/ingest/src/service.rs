@@ -7,12 +7,12 @@
 //! not acknowledge every valid record in time the call answers UNAVAILABLE: retrying the same
 //! batch is safe, since event ids make the effect idempotent.
 
-use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
 use crate::producer::{EventProducer, Outgoing};
 use crate::state;
 use crate::validate::{self, Limits, RecordError};
 use prost::Message;
 use recalloc_common::Metrics;
+use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
 use recalloc_common::trace_context::TraceContext;
 use recalloc_proto::topics;
 use recalloc_proto::v1::{

@@ -34,8 +34,8 @@
 //! needed by the scripts — the trained models' chunks — is spread over the cluster (see the rank
 //! crate's `store` module).
 
-use recalloc_proto::v1::{EventKind, EventRecord, ItemRecord, UserRecord};
 use recalloc_common::redis_conn::RedisConnection;
+use recalloc_proto::v1::{EventKind, EventRecord, ItemRecord, UserRecord};
 
 /// Every key of the derived state (and of the model bookkeeping) starts with this hash tag.
 pub const PREFIX: &str = "{rc}:";

@@ -21,6 +21,7 @@ use crate::trainer::{self, TrainError, TrainParams};
 use arc_swap::ArcSwapOption;
 use recalloc_common::Metrics;
 use recalloc_common::config::Config;
+use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::{Algorithm, Filter, Query, ServeError, Served};
 use recalloc_factor::topk::Scored;
 use recalloc_proto::v1::{
@@ -29,7 +30,6 @@ use recalloc_proto::v1::{
     RecommendResponse, RecommendationSource, ScoredItem, SimilarItemsRequest, SimilarItemsResponse,
     TrainRequest, TrainResponse, ranker_server::Ranker,
 };
-use recalloc_common::redis_conn::RedisConnection;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

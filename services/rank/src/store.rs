@@ -17,10 +17,10 @@
 //! the chunks — most of the bytes — are spread: each group of 16 chunks, which is what one
 //! pipeline writes or reads, has its own hash tag and so its own slot.
 
+use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::Model;
 use recalloc_ingest::state::{self, item_key, user_history_key};
 use recalloc_ingest::vectors;
-use recalloc_common::redis_conn::RedisConnection;
 use sha2::{Digest, Sha256};
 
 pub const CURRENT: &str = "{rc}:model:current";
@@ -98,8 +98,11 @@ pub async fn save_model(
     {
         let mut pipe = redis::pipe();
         for (j, piece) in pieces.iter().enumerate() {
-            pipe.set(chunk_key(&meta.version, group * CHUNKS_PER_GROUP + j), *piece)
-                .ignore();
+            pipe.set(
+                chunk_key(&meta.version, group * CHUNKS_PER_GROUP + j),
+                *piece,
+            )
+            .ignore();
         }
         pipe.query_async::<()>(con).await?;
     }
@@ -281,9 +284,7 @@ pub async fn training_data(con: &mut RedisConnection) -> Result<TrainingData, St
         let mut pipe = redis::pipe();
         for i in chunk {
             pipe.cmd("HMGET").arg(item_key(i)).arg("title").arg("tags");
-            pipe.cmd("HGET")
-                .arg(state::item_vector_key(i))
-                .arg("v");
+            pipe.cmd("HGET").arg(state::item_vector_key(i)).arg("v");
         }
         let rows: Vec<redis::Value> = pipe.query_async(con).await?;
         for (i, pair) in chunk.iter().zip(rows.chunks(2)) {
