@@ -785,6 +785,43 @@ mod tests {
     }
 
     #[test]
+    fn redis_credentials_tls_and_cluster_come_from_the_environment_and_do_not_print() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("RECALLOC_REDIS_USERNAME", "svc"),
+                ("RECALLOC_REDIS_PASSWORD", "pw-in-env"),
+                ("RECALLOC_REDIS_PASSWORD_FILE", "/run/secrets/redis"),
+                ("RECALLOC_REDIS_TLS", "true"),
+                ("RECALLOC_REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+                ("RECALLOC_REDIS_MODE", "cluster"),
+                ("RECALLOC_REDIS_NODES", "r0:6379,r1:6379"),
+            ]),
+        )
+        .unwrap();
+        let r = &c.redis;
+        assert_eq!(
+            (r.username.as_str(), r.password.expose()),
+            ("svc", "pw-in-env")
+        );
+        assert_eq!(r.password_file, "/run/secrets/redis");
+        assert!(r.tls);
+        assert_eq!(
+            (r.tls_ca_file.as_str(), r.mode.as_str()),
+            ("/etc/ca.pem", "cluster")
+        );
+        assert_eq!(r.nodes, "r0:6379,r1:6379");
+        assert!(!format!("{c:?}").contains("pw-in-env"));
+        let err = Config::load_from(None, &env(&[("RECALLOC_REDIS_TLS", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.tls") && err.contains("RECALLOC_REDIS_TLS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn invalid_env_value_names_the_variable() {
         let err = Config::load_from(None, &env(&[("RECALLOC_INGEST_MAX_BATCH", "many")]))
             .unwrap_err()
