@@ -50,7 +50,7 @@ python3 bench/results.py $f "## Ranking: cold-start items, goodbooks" \
   "10% of the books with a MiniLM vector are held out of training entirely; for each user who had interacted with them, the held-out books are ranked and NDCG@10 measured against those interactions. Pure ALS has no factors for them (random order); hybrid maps text vectors into the factor space (ridge regression)." \
   "| date | held-out items | users | NDCG@10 hybrid | NDCG@10 pure ALS | ratio |" "|---|---|---|---|---|---|" "$row"
 "$bin/recalloc" train --algorithm implicit_als --factors 64 >/dev/null
-redis-cli -p "$redis_port" srandmember rc:users 5000 >"$w/users.txt"
+redis-cli -p "$redis_port" srandmember "{rc}:users" 5000 >"$w/users.txt"
 serve=$("$bin/examples/serve_bench" "${RECALLOC_RANK_GRPC_ADDR:-127.0.0.1:50053}" "$w/users.txt" 16 20)
 row=$(python3 bench/rank_rows.py serve "$day" "$cores" "$serve")
 echo "serving: $row"

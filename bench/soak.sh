@@ -14,14 +14,14 @@ day=$(date -u +%Y-%m-%d); cores=$(nproc)
 rank=${RECALLOC_RANK_GRPC_ADDR:-127.0.0.1:50053}; ingest=${RECALLOC_INGEST_GRPC_ADDR:-127.0.0.1:50051}
 w=$(mktemp -d); trap 'rm -rf $w' EXIT
 bash deploy/local/up.sh >/dev/null
-if [ "$(redis-cli -p "$redis_port" scard rc:items)" = 0 ]; then
+if [ "$(redis-cli -p "$redis_port" scard '{rc}:items')" = 0 ]; then
   say "loading the goodbooks sample and training first"
   "$bin/recalloc" load goodbooks data/goodbooks >/dev/null
   bash deploy/local/settle.sh
   "$bin/recalloc" train --algorithm implicit_als --factors 64 >/dev/null
 fi
-redis-cli -p "$redis_port" srandmember rc:users 5000 >"$w/users.txt"
-redis-cli -p "$redis_port" srandmember rc:items 5000 >"$w/items.txt"
+redis-cli -p "$redis_port" srandmember '{rc}:users' 5000 >"$w/users.txt"
+redis-cli -p "$redis_port" srandmember '{rc}:items' 5000 >"$w/items.txt"
 [ -s "$w/users.txt" ] && [ -s "$w/items.txt" ] || die "no users or items in Redis: run make demo first"
 pids=()
 for s in ingest featurizer embed rank scheduler; do

@@ -8,7 +8,8 @@
 pub mod pki;
 
 use anyhow::{Context, Result, bail};
-use redis::aio::ConnectionManager;
+use recalloc_common::redis_conn::RedisConnection;
+use recalloc_ingest::state;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -166,33 +167,214 @@ impl Drop for Proc {
     }
 }
 
+/// How a test's Redis is set up: a single server or a Redis Cluster of `cluster_primaries`
+/// primaries, with or without an ACL user and TLS.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// 0 = a single server; else a cluster of this many primaries (no replicas).
+    pub cluster_primaries: usize,
+    /// An ACL user the services log in as, with its password (passed to them in a file); the
+    /// `default` user then needs [`ADMIN_PASSWORD`].
+    pub acl: Option<(String, String)>,
+    /// TLS only (no plain port), with a CA and server certificate made for the test.
+    pub tls: bool,
+}
+
+/// The `default` user's password when a test runs Redis with an ACL user.
+pub const ADMIN_PASSWORD: &str = "admin-only-pw";
+
+/// A CA and a server certificate for 127.0.0.1 in `dir` (openssl): (ca, cert, key).
+fn make_certs(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    let (cert, key, csr) = (
+        dir.join("server.pem"),
+        dir.join("server-key.pem"),
+        dir.join("server.csr"),
+    );
+    let ext = dir.join("server.ext");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")?;
+    let steps: [Vec<&std::ffi::OsStr>; 3] = [
+        vec![
+            "req".as_ref(),
+            "-x509".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-days".as_ref(),
+            "2".as_ref(),
+            "-subj".as_ref(),
+            "/CN=recalloc test CA".as_ref(),
+            "-keyout".as_ref(),
+            ca_key.as_os_str(),
+            "-out".as_ref(),
+            ca.as_os_str(),
+        ],
+        vec![
+            "req".as_ref(),
+            "-newkey".as_ref(),
+            "rsa:2048".as_ref(),
+            "-nodes".as_ref(),
+            "-subj".as_ref(),
+            "/CN=127.0.0.1".as_ref(),
+            "-keyout".as_ref(),
+            key.as_os_str(),
+            "-out".as_ref(),
+            csr.as_os_str(),
+        ],
+        vec![
+            "x509".as_ref(),
+            "-req".as_ref(),
+            "-in".as_ref(),
+            csr.as_os_str(),
+            "-CA".as_ref(),
+            ca.as_os_str(),
+            "-CAkey".as_ref(),
+            ca_key.as_os_str(),
+            "-CAcreateserial".as_ref(),
+            "-days".as_ref(),
+            "2".as_ref(),
+            "-extfile".as_ref(),
+            ext.as_os_str(),
+            "-out".as_ref(),
+            cert.as_os_str(),
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl").args(&args).output()?;
+        if !out.status.success() {
+            bail!(
+                "openssl {:?}: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok((ca, cert, key))
+}
+
 /// A Redis without persistence on `port` (so a restart starts empty), ready.
-fn spawn_redis(dir: &Path, port: u16) -> Result<Proc> {
+fn spawn_redis(dir: &Path, port: u16, opts: &RedisOptions) -> Result<Proc> {
     let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(dir);
+    cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir);
+    if opts.tls {
+        let (ca, cert, key) = (
+            dir.join("ca.pem"),
+            dir.join("server.pem"),
+            dir.join("server-key.pem"),
+        );
+        if !ca.is_file() {
+            make_certs(dir)?;
+        }
+        cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .arg("--tls-ca-cert-file")
+            .arg(ca)
+            .args(["--tls-auth-clients", "no"]);
+        if opts.cluster_primaries > 0 {
+            cmd.args(["--tls-cluster", "yes"]);
+        }
+    } else {
+        cmd.args(["--port", &port.to_string()]);
+    }
+    if let Some((user, password)) = &opts.acl {
+        cmd.args(["--requirepass", ADMIN_PASSWORD]);
+        cmd.args([
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        if opts.cluster_primaries > 0 {
+            cmd.args(["--masterauth", ADMIN_PASSWORD]);
+        }
+    }
+    if opts.cluster_primaries > 0 {
+        cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+            .arg("--cluster-config-file")
+            .arg(dir.join(format!("nodes-{port}.conf")));
+    }
     let n = std::fs::read_dir(dir)?.count();
     let redis = Proc::spawn("redis", cmd, dir.join(format!("redis-{n}.log")))?;
     wait_port(port, Duration::from_secs(10))?;
     Ok(redis)
 }
 
+/// `redis-cli` arguments that reach a node of this setup as the admin.
+fn redis_cli_auth(dir: &Path, opts: &RedisOptions) -> Vec<String> {
+    let mut args = Vec::new();
+    if opts.tls {
+        args.push("--tls".into());
+        args.push("--cacert".into());
+        args.push(dir.join("ca.pem").display().to_string());
+    }
+    if opts.acl.is_some() {
+        args.extend([
+            "--no-auth-warning".into(),
+            "-a".into(),
+            ADMIN_PASSWORD.into(),
+        ]);
+    }
+    args
+}
+
+/// Joins the nodes into a cluster (`redis-cli --cluster create`) and waits for `cluster_state:ok`
+/// on every node.
+fn create_cluster(dir: &Path, ports: &[u16], opts: &RedisOptions) -> Result<()> {
+    let auth = redis_cli_auth(dir, opts);
+    let out = Command::new("redis-cli")
+        .args(&auth)
+        .arg("--cluster")
+        .arg("create")
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    for port in ports {
+        loop {
+            let out = Command::new("redis-cli")
+                .args(&auth)
+                .args(["-p", &port.to_string(), "cluster", "info"])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            if Instant::now() > end {
+                bail!(
+                    "redis cluster node {port} not ok: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
 /// Redis, the broker and the services of one test.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// The single server's port, or the first cluster node's.
     pub redis_port: u16,
     pub kafka_port: u16,
     pub redis: Proc,
+    pub redis_options: RedisOptions,
+    /// The other cluster nodes (port, process).
+    pub redis_nodes: Vec<(u16, Proc)>,
     pub broker: Option<Proc>,
     pub ingest: Option<Proc>,
     pub featurizer: Option<Proc>,
@@ -212,13 +394,52 @@ pub struct Cluster {
 impl Cluster {
     /// Redis and the broker with the topics; no services yet.
     pub fn infra() -> Result<Self> {
+        Self::infra_with(RedisOptions::default())
+    }
+
+    /// Like [`Cluster::infra`] with Redis set up as `redis_options` says; the services get the
+    /// matching `RECALLOC_REDIS_*` settings (the password through a file).
+    pub fn infra_with(redis_options: RedisOptions) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let redis_port = free_port();
-        let redis = spawn_redis(dir.path(), redis_port)?;
+        let redis = spawn_redis(dir.path(), redis_port, &redis_options)?;
+        let mut redis_nodes = Vec::new();
+        for _ in 1..redis_options.cluster_primaries {
+            let port = free_port();
+            redis_nodes.push((port, spawn_redis(dir.path(), port, &redis_options)?));
+        }
+        if redis_options.cluster_primaries > 0 {
+            let ports: Vec<u16> = std::iter::once(redis_port)
+                .chain(redis_nodes.iter().map(|(p, _)| *p))
+                .collect();
+            create_cluster(dir.path(), &ports, &redis_options)?;
+        }
+        let mut extra_env = Vec::new();
+        if redis_options.cluster_primaries > 0 {
+            extra_env.push(("RECALLOC_REDIS_MODE".to_string(), "cluster".to_string()));
+        }
+        if let Some((user, password)) = &redis_options.acl {
+            let file = dir.path().join("redis-password");
+            std::fs::write(&file, format!("{password}\n"))?;
+            extra_env.push(("RECALLOC_REDIS_USERNAME".into(), user.clone()));
+            extra_env.push((
+                "RECALLOC_REDIS_PASSWORD_FILE".into(),
+                file.display().to_string(),
+            ));
+        }
+        if redis_options.tls {
+            extra_env.push(("RECALLOC_REDIS_TLS".into(), "true".into()));
+            extra_env.push((
+                "RECALLOC_REDIS_TLS_CA_FILE".into(),
+                dir.path().join("ca.pem").display().to_string(),
+            ));
+        }
         let mut c = Self {
             redis_port,
             kafka_port: free_port(),
             redis,
+            redis_options,
+            redis_nodes,
             broker: None,
             ingest: None,
             featurizer: None,
@@ -231,7 +452,7 @@ impl Cluster {
             embed_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             rank_grpc: SocketAddr::from(([127, 0, 0, 1], free_port())),
             rank_http: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            extra_env: Vec::new(),
+            extra_env,
             dir,
         };
         c.start_broker()?;
@@ -262,8 +483,12 @@ impl Cluster {
 
     /// Kills Redis (SIGKILL) and starts an empty one on the same port: a lost Redis.
     pub fn restart_redis_empty(&mut self) -> Result<()> {
+        assert!(
+            self.redis_options.cluster_primaries == 0,
+            "restart_redis_empty is for a single server"
+        );
         self.redis.kill9();
-        self.redis = spawn_redis(self.dir.path(), self.redis_port)?;
+        self.redis = spawn_redis(self.dir.path(), self.redis_port, &self.redis_options)?;
         Ok(())
     }
 
@@ -508,8 +733,24 @@ impl Cluster {
         cmd
     }
 
-    pub async fn redis_con(&self) -> Result<ConnectionManager> {
-        Ok(ConnectionManager::new(redis::Client::open(self.redis_url())?).await?)
+    /// The `[redis]` config the services get (as config rather than variables, for the test's
+    /// own connection).
+    pub fn redis_config(&self) -> recalloc_common::config::RedisConfig {
+        let env: BTreeMap<String, String> = self
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RECALLOC_REDIS_"))
+            .collect();
+        recalloc_common::Config::load_from(None, &env)
+            .expect("the harness's redis settings are valid")
+            .redis
+    }
+
+    /// A connection like the services' (same user, TLS and mode).
+    pub async fn redis_con(&self) -> Result<RedisConnection> {
+        recalloc_common::redis_conn::connect(&self.redis_config())
+            .await
+            .map_err(anyhow::Error::msg)
     }
 
     pub async fn grpc(
@@ -592,13 +833,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Every derived key and its content, for comparing whole states. Hash fields named in `skip`
-/// are left out. Pipelined, so a state of 100k keys takes seconds, not minutes.
+/// Every key in the `{rc}` slot (the derived state and the model bookkeeping, not the model
+/// chunks) and its content, for comparing whole states. Hash fields named in `skip` are left out.
+/// Pipelined, so a state of 100k keys takes seconds, not minutes.
 pub async fn snapshot(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     skip: &[&str],
 ) -> Result<BTreeMap<String, String>> {
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("rc:*").query_async(con).await?;
+    let mut keys: Vec<String> = con.scan_match(&format!("{}*", state::PREFIX)).await?;
     keys.sort();
     let mut out = BTreeMap::new();
     for chunk in keys.chunks(2000) {
@@ -668,24 +910,25 @@ pub fn assert_same_state(a: &BTreeMap<String, String>, b: &BTreeMap<String, Stri
 }
 
 /// A cheap fingerprint of the state: the stats hash, set sizes and the key count.
-pub async fn fingerprint(con: &mut ConnectionManager) -> Result<String> {
+pub async fn fingerprint(con: &mut RedisConnection) -> Result<String> {
+    // DBSIZE counts the node that holds the `{rc}` slot.
     let (stats, users, items, keys): (BTreeMap<String, String>, u64, u64, u64) = redis::pipe()
-        .hgetall("rc:stats")
-        .scard("rc:users")
-        .scard("rc:items")
+        .hgetall(state::STATS)
+        .scard(state::USERS)
+        .scard(state::ITEMS)
         .cmd("DBSIZE")
         .query_async(con)
         .await?;
     Ok(format!("{stats:?} users={users} items={items} keys={keys}"))
 }
 
-/// `rc:stats` events, waiting until it reaches `want` (or times out with what it saw).
-pub async fn wait_events(con: &mut ConnectionManager, want: u64, within: Duration) -> Result<u64> {
+/// `{rc}:stats` events, waiting until it reaches `want` (or times out with what it saw).
+pub async fn wait_events(con: &mut RedisConnection, want: u64, within: Duration) -> Result<u64> {
     let end = Instant::now() + within;
     let mut last = 0;
     while Instant::now() < end {
         let n: Option<u64> = redis::cmd("HGET")
-            .arg("rc:stats")
+            .arg(state::STATS)
             .arg("events")
             .query_async(con)
             .await?;
@@ -698,21 +941,18 @@ pub async fn wait_events(con: &mut ConnectionManager, want: u64, within: Duratio
     bail!("featurizer applied {last} events, want {want}, after {within:?}")
 }
 
-/// Waits until `want` events are applied and the state is quiet, then returns `rc:stats`.
-pub async fn settled_stats(
-    con: &mut ConnectionManager,
-    want: u64,
-) -> Result<BTreeMap<String, u64>> {
+/// Waits until `want` events are applied and the state is quiet, then returns `{rc}:stats`.
+pub async fn settled_stats(con: &mut RedisConnection, want: u64) -> Result<BTreeMap<String, u64>> {
     wait_events(con, want, Duration::from_secs(60)).await?;
     wait_quiet(con, Duration::from_secs(60)).await?;
     Ok(redis::cmd("HGETALL")
-        .arg("rc:stats")
+        .arg(state::STATS)
         .query_async(con)
         .await?)
 }
 
 /// Waits until the state stops changing (the featurizer has consumed everything there is).
-pub async fn wait_quiet(con: &mut ConnectionManager, within: Duration) -> Result<String> {
+pub async fn wait_quiet(con: &mut RedisConnection, within: Duration) -> Result<String> {
     let end = Instant::now() + within;
     let mut prev = fingerprint(con).await?;
     loop {

@@ -2,6 +2,8 @@
 //! under concurrency, back-pressure, the worker's idempotent re-consumption, the sweep, profile
 //! fusion through the API, and a missing model.
 
+use recalloc_common::redis_conn::RedisConnection;
+use recalloc_ingest::state;
 use recalloc_integration_tests::{Cluster, http_get, snapshot, wait_ready};
 use recalloc_proto::v1::{
     EmbedRequest, Event, EventKind, GetEmbedModelInfoRequest, GetItemVectorRequest,
@@ -231,7 +233,7 @@ async fn vector_state(c: &Cluster) -> BTreeMap<String, String> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|(k, _)| k.ends_with(":vec") || k.starts_with("rc:vec:"))
+        .filter(|(k, _)| k.starts_with("{rc}:vec:"))
         .collect()
 }
 
@@ -240,8 +242,8 @@ async fn wait_embedded(c: &Cluster, items: u64, users: u64) {
     let end = Instant::now() + Duration::from_secs(120);
     loop {
         let (i, u): (u64, u64) = redis::pipe()
-            .scard("rc:vec:items")
-            .scard("rc:vec:users")
+            .scard(state::VECTOR_ITEMS)
+            .scard(state::VECTOR_USERS)
             .query_async(&mut con)
             .await
             .unwrap();
@@ -414,16 +416,12 @@ async fn the_worker_embeds_items_and_users_once_and_profiles_fuse_them() {
 
     // Losing the vectors (a wiped Redis) is repaired by the sweep from the entity state.
     let meta_before = vector_meta(&mut con).await;
-    let sample = ["b0", "b17", "b39"].map(|id| format!("rc:item:{{i:{id}}}:vec"));
+    let sample = ["b0", "b17", "b39"].map(state::item_vector_key);
     let mut vectors_before = Vec::new();
     for key in &sample {
         vectors_before.push(stored_vector(&mut con, key).await);
     }
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("rc:*vec*")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let keys: Vec<String> = con.scan_match("{rc}:vec:*").await.unwrap();
     let _: () = redis::cmd("DEL")
         .arg(&keys)
         .query_async(&mut con)
@@ -440,7 +438,7 @@ async fn the_worker_embeds_items_and_users_once_and_profiles_fuse_them() {
 }
 
 /// The decoded vector stored at a key.
-async fn stored_vector(con: &mut redis::aio::ConnectionManager, key: &str) -> Vec<f32> {
+async fn stored_vector(con: &mut RedisConnection, key: &str) -> Vec<f32> {
     let raw: Vec<u8> = redis::cmd("HGET")
         .arg(key)
         .arg("v")
@@ -451,14 +449,8 @@ async fn stored_vector(con: &mut redis::aio::ConnectionManager, key: &str) -> Ve
 }
 
 /// Every stored vector's sha, model and updated_at, by key.
-async fn vector_meta(
-    con: &mut redis::aio::ConnectionManager,
-) -> BTreeMap<String, Vec<Option<String>>> {
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("rc:*:vec")
-        .query_async(con)
-        .await
-        .unwrap();
+async fn vector_meta(con: &mut RedisConnection) -> BTreeMap<String, Vec<Option<String>>> {
+    let keys: Vec<String> = con.scan_match("{rc}:vec:*:*").await.unwrap();
     let mut out = BTreeMap::new();
     for k in keys {
         let m: Vec<Option<String>> = redis::cmd("HMGET")

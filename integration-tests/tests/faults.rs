@@ -10,7 +10,7 @@ use std::time::Duration;
 fn derived(state: BTreeMap<String, String>) -> BTreeMap<String, String> {
     state
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("rc:model:"))
+        .filter(|(k, _)| !k.starts_with(recalloc_ingest::state::MODELS_PREFIX))
         .collect()
 }
 
@@ -138,7 +138,7 @@ async fn rank_killed_mid_training_serves_the_last_model_and_frees_the_lock() {
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ttl: i64 = redis::cmd("TTL")
-        .arg("rc:model:train-lock")
+        .arg(recalloc_rank::store::TRAIN_LOCK)
         .query_async(&mut con)
         .await
         .unwrap();

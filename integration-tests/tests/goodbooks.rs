@@ -91,7 +91,7 @@ async fn every_rating_is_counted_once_and_replays_change_nothing() {
     let mut pipe = redis::pipe();
     for item in exp.per_item.keys() {
         pipe.hget(
-            format!("rc:item:{{i:{item}}}"),
+            recalloc_ingest::state::item_key(item),
             &["ratings", "rating_sum", "mean_rating"],
         );
     }

@@ -1,6 +1,7 @@
 //! The Ingest API against the real broker and Redis: duplicates, every validation rule, readiness
 //! and metrics, a broker that dies mid-load, and a record written by a client that is not ours.
 
+use recalloc_ingest::state;
 use recalloc_integration_tests::{
     Cluster, http_get, reflected_services, repo_root, settled_stats, snapshot, wait_events,
     wait_quiet,
@@ -85,20 +86,20 @@ async fn same_batch_twice_counts_once() {
     let after = snapshot(&mut con, &[]).await.unwrap();
     assert_ne!(first, "");
     let stats: HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg("rc:stats")
+        .arg(state::STATS)
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(stats["events"], 4);
     assert_eq!(stats["ratings"], 1);
     let u2: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg("rc:user:{u:u2}")
+        .arg(state::user_key("u2"))
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(u2["events"], "1");
-    assert_eq!(snap["rc:item:{i:i1}"], after["rc:item:{i:i1}"]);
-    assert_eq!(snap["rc:user:{u:u2}"], after["rc:user:{u:u2}"]);
+    assert_eq!(snap[&state::item_key("i1")], after[&state::item_key("i1")]);
+    assert_eq!(snap[&state::user_key("u2")], after[&state::user_key("u2")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -291,7 +292,7 @@ async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
         "only the two valid events reached the state"
     );
     let items: Vec<String> = redis::cmd("SMEMBERS")
-        .arg("rc:items")
+        .arg(state::ITEMS)
         .query_async(&mut con)
         .await
         .unwrap();
@@ -466,7 +467,7 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
     let mut pipe = redis::pipe();
     for id in &acked {
         let i: u32 = id.split('-').nth(1).unwrap().parse().unwrap();
-        pipe.sismember(format!("rc:user:{{u:u{}}}:applied", i % 37), id);
+        pipe.sismember(state::user_applied_key(&format!("u{}", i % 37)), id);
     }
     let present: Vec<bool> = pipe.query_async(&mut con).await.unwrap();
     let lost: Vec<&String> = acked
@@ -537,14 +538,14 @@ print("produced")
         .unwrap();
     wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
     let user: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg("rc:user:{u:py-user}")
+        .arg(state::user_key("py-user"))
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(user["events"], "1");
     assert_eq!(user["mean_rating"].parse::<f64>().unwrap(), 5.0);
     let item: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg("rc:item:{i:py-book}")
+        .arg(state::item_key("py-book"))
         .query_async(&mut con)
         .await
         .unwrap();
@@ -552,7 +553,7 @@ print("produced")
     assert_eq!(item["tags"], "[\"python\"]");
     // The undecodable record is parked, not applied and not blocking.
     let dead: Vec<String> = redis::cmd("LRANGE")
-        .arg("rc:deadletter")
+        .arg(state::DEADLETTER)
         .arg(0)
         .arg(-1)
         .query_async(&mut con)

@@ -4,6 +4,7 @@
 //! reaches a second replica.
 
 use recalloc_factor::model::Algorithm;
+use recalloc_ingest::state;
 use recalloc_ingest::vectors::{Encoding, encode};
 use recalloc_integration_tests::{Cluster, wait_events, wait_quiet};
 use recalloc_proto::v1::{
@@ -88,7 +89,7 @@ async fn load(c: &Cluster) -> u64 {
         v[if i < 15 { 0 } else { 1 }] = 1.0;
         v[2 + i % 6] = 0.5;
         pipe.cmd("HSET")
-            .arg(format!("rc:item:{{i:i{i}}}:vec"))
+            .arg(state::item_vector_key(&format!("i{i}")))
             .arg("v")
             .arg(encode(&v, Encoding::F32))
             .ignore();
@@ -96,7 +97,7 @@ async fn load(c: &Cluster) -> u64 {
     let mut text = vec![0f32; 8];
     text[1] = 1.0;
     pipe.cmd("HSET")
-        .arg("rc:user:{u:texty}:vec")
+        .arg(state::user_vector_key("texty"))
         .arg("v")
         .arg(encode(&text, Encoding::F32))
         .ignore();
@@ -149,7 +150,7 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
     assert_eq!(store::decode_model("roundtrip", &bytes).unwrap(), model);
     // Tampering is detected.
     let _: () = redis::cmd("SETRANGE")
-        .arg("rc:model:{m:roundtrip}:chunk:0")
+        .arg(store::chunk_key("roundtrip", 0))
         .arg(10)
         .arg("x")
         .query_async(&mut con)
@@ -523,10 +524,11 @@ async fn hot_swap_under_load_fails_no_request_and_reaches_every_replica() {
         .unwrap();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(!kept.contains(&first));
-    let orphans: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("rc:model:{{m:{first}}}*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let mut orphans = con.scan_match(&store::meta_key(&first)).await.unwrap();
+    orphans.extend(
+        con.scan_match(&format!("rc:model-chunk:{{{first}/*"))
+            .await
+            .unwrap(),
+    );
     assert!(orphans.is_empty(), "{orphans:?}");
 }

@@ -36,6 +36,16 @@ app.kubernetes.io/component: {{ .component }}
   value: /etc/recalloc/config.toml
 - name: RECALLOC_REDIS_URL
   value: {{ .Values.redis.url | quote }}
+- name: RECALLOC_REDIS_MODE
+  value: {{ .Values.redis.mode | quote }}
+{{- with .Values.redis.nodes }}
+- name: RECALLOC_REDIS_NODES
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.redis.tls }}
+- name: RECALLOC_REDIS_TLS
+  value: "true"
+{{- end }}
 {{- with .Values.redis.username }}
 - name: RECALLOC_REDIS_USERNAME
   value: {{ . | quote }}

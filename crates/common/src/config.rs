@@ -52,13 +52,38 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
+    /// The server, `redis://host:port` or `rediss://host:port` (TLS). It may carry
+    /// `user:password@`, but the fields below win when set.
     pub url: String,
+    /// `single` (one server, or a primary behind a failover proxy) or `cluster` (a Redis
+    /// Cluster, reached through `nodes`).
+    pub mode: String,
+    /// Cluster seed nodes, comma-separated `host:port`; empty = the url's host and port.
+    pub nodes: String,
+    /// ACL user; empty = the url's, else `default`.
+    pub username: String,
+    /// The user's password (`RECALLOC_REDIS_PASSWORD`); never logged.
+    pub password: crate::auth::Secret,
+    /// A file whose first line is the password (e.g. a mounted Kubernetes Secret); used when
+    /// `password` is empty.
+    pub password_file: String,
+    /// Connect over TLS (also implied by a `rediss://` url).
+    pub tls: bool,
+    /// PEM file of the CA that signed the server certificates; empty = the system roots.
+    pub tls_ca_file: String,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            mode: "single".into(),
+            nodes: String::new(),
+            username: String::new(),
+            password: crate::auth::Secret::default(),
+            password_file: String::new(),
+            tls: false,
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -786,6 +811,43 @@ mod tests {
         assert_eq!(c.redis.url, "redis://file:1");
         assert_eq!(c.featurizer.group_id, "123");
         assert_eq!(c.kafka.brokers, "k1:1,k2:2");
+    }
+
+    #[test]
+    fn redis_credentials_tls_and_cluster_come_from_the_environment_and_do_not_print() {
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("RECALLOC_REDIS_USERNAME", "svc"),
+                ("RECALLOC_REDIS_PASSWORD", "pw-in-env"),
+                ("RECALLOC_REDIS_PASSWORD_FILE", "/run/secrets/redis"),
+                ("RECALLOC_REDIS_TLS", "true"),
+                ("RECALLOC_REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+                ("RECALLOC_REDIS_MODE", "cluster"),
+                ("RECALLOC_REDIS_NODES", "r0:6379,r1:6379"),
+            ]),
+        )
+        .unwrap();
+        let r = &c.redis;
+        assert_eq!(
+            (r.username.as_str(), r.password.expose()),
+            ("svc", "pw-in-env")
+        );
+        assert_eq!(r.password_file, "/run/secrets/redis");
+        assert!(r.tls);
+        assert_eq!(
+            (r.tls_ca_file.as_str(), r.mode.as_str()),
+            ("/etc/ca.pem", "cluster")
+        );
+        assert_eq!(r.nodes, "r0:6379,r1:6379");
+        assert!(!format!("{c:?}").contains("pw-in-env"));
+        let err = Config::load_from(None, &env(&[("RECALLOC_REDIS_TLS", "sometimes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("redis.tls") && err.contains("RECALLOC_REDIS_TLS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod redis_conn;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

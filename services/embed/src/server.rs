@@ -36,6 +36,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    RedisConfig(#[from] recalloc_common::redis_conn::RedisConfigError),
     #[error("worker: {0}")]
     Worker(#[from] worker::WorkerError),
 }
@@ -84,9 +86,9 @@ pub async fn run(
             .await
             .map_err(|e| ModelError::Device(format!("model loading task: {e}")))??
     };
-    let client = redis::Client::open(cfg.redis.url.as_str())?;
+    let redis_target = recalloc_common::redis_conn::RedisTarget::from_config(&cfg.redis)?;
     let con = loop {
-        match redis::aio::ConnectionManager::new(client.clone()).await {
+        match redis_target.connect().await {
             Ok(c) => break c,
             Err(e) => {
                 readiness.record("redis", Err(e.to_string())).await;

@@ -1,11 +1,12 @@
-//! Vectors in Redis, next to the featurizer's state (same hash tags, so one entity's keys share
-//! a slot):
+//! Vectors in Redis, next to the featurizer's state and in its `{rc}` hash-tag slot (the write
+//! script adds to the id set in the same step, and the sweep diffs that set against the
+//! featurizer's; see the ingest crate's `state` module for why the state shares one slot):
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `rc:item:{i:<id>}:vec` | hash | `v` (encoded vector, see [`crate::vectors`]), `sha` (of model + text), `model`, `updated_at_ms` |
-//! | `rc:user:{u:<id>}:vec` | hash | the same, for the user's profile text |
-//! | `rc:vec:items`, `rc:vec:users` | set | ids that have a vector (what `recalloc stats` counts) |
+//! | `{rc}:vec:item:<id>` | hash | `v` (encoded vector, see [`crate::vectors`]), `sha` (of model + text), `model`, `updated_at_ms` |
+//! | `{rc}:vec:user:<id>` | hash | the same, for the user's profile text |
+//! | `{rc}:vec:items`, `{rc}:vec:users` | set | ids that have a vector (what `recalloc stats` counts) |
 //!
 //! Writes are last-writer-wins by the record's `updated_at_ms`, and a write whose text and model
 //! are already stored changes nothing, so replays and duplicates are harmless; the worker asks
@@ -13,19 +14,12 @@
 
 use crate::fusion::HistoryEntry;
 use crate::vectors::{self, Encoding};
+use recalloc_common::redis_conn::RedisConnection;
 use recalloc_ingest::state::{self, item_key, user_key};
 use recalloc_proto::v1::{Item, User};
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
-pub use recalloc_ingest::state::{VECTOR_ITEMS, VECTOR_USERS};
-
-pub fn item_vector_key(item: &str) -> String {
-    format!("{}:vec", item_key(item))
-}
-pub fn user_vector_key(user: &str) -> String {
-    format!("{}:vec", user_key(user))
-}
+pub use recalloc_ingest::state::{VECTOR_ITEMS, VECTOR_USERS, item_vector_key, user_vector_key};
 
 /// The text an item is embedded from: title, description and tags, each when present.
 pub fn item_text(title: &str, description: &str, tags: &[String]) -> String {
@@ -117,14 +111,14 @@ return 1
 
 #[derive(Clone)]
 pub struct VectorStore {
-    con: ConnectionManager,
+    con: RedisConnection,
     write: redis::Script,
     encoding: Encoding,
     model: String,
 }
 
 impl VectorStore {
-    pub fn new(con: ConnectionManager, encoding: Encoding, model: &str) -> Self {
+    pub fn new(con: RedisConnection, encoding: Encoding, model: &str) -> Self {
         Self {
             con,
             write: redis::Script::new(WRITE_VECTOR),
@@ -133,7 +127,7 @@ impl VectorStore {
         }
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.con.clone()
     }
 
@@ -317,8 +311,8 @@ mod tests {
 
     #[test]
     fn keys_share_the_entity_slot() {
-        assert_eq!(item_vector_key("7"), "rc:item:{i:7}:vec");
-        assert_eq!(user_vector_key("u"), "rc:user:{u:u}:vec");
+        assert_eq!(item_vector_key("7"), "{rc}:vec:item:7");
+        assert_eq!(user_vector_key("u"), "{rc}:vec:user:u");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use recalloc_common::config::Config;
 use recalloc_common::trace_context::TraceContext;
-use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -74,12 +73,6 @@ fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
         offset: m.offset(),
         record,
     }
-}
-
-/// Connects to Redis (the connection manager reconnects by itself afterwards).
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    ConnectionManager::new(client).await
 }
 
 /// The highest offset + 1 per partition of a batch: what to commit after it is applied.

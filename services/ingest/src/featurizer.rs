@@ -9,7 +9,7 @@
 //! `rebuild` replays the topics from the beginning into an emptied Redis with the same code.
 
 use crate::consume::{
-    self, Consumed, assign_partitions, connect_redis, consumer_config, next_batch, next_offsets,
+    self, Consumed, assign_partitions, consumer_config, next_batch, next_offsets,
 };
 use crate::state::{self, Record, Scripts};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -17,9 +17,9 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use recalloc_common::config::Config;
 
+use recalloc_common::redis_conn::{RedisConfigError, RedisConnection, RedisTarget};
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::topics;
-use redis::aio::ConnectionManager;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub enum FeaturizerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    RedisConfig(#[from] RedisConfigError),
     #[error("partition assignment: {0}")]
     Assign(String),
 }
@@ -43,7 +45,7 @@ pub enum FeaturizerError {
 /// Applies decoded records and parks undecodable ones in the dead-letter list. Retries Redis
 /// errors with back-off; returns only when the batch is in Redis.
 async fn apply_batch(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     scripts: &Scripts,
     batch: &[Consumed],
     metrics: &Metrics,
@@ -99,6 +101,7 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FeaturizerError> {
+    let redis_target = RedisTarget::from_config(&cfg.redis)?;
     let consumer: Arc<StreamConsumer> =
         Arc::new(consumer_config(&cfg, &cfg.featurizer.group_id, "recalloc-featurizer").create()?);
     let (replicas, index) = (cfg.featurizer.replicas.max(1), cfg.featurizer.replica_index);
@@ -131,7 +134,7 @@ pub async fn run(
         }
     }
     let mut con = loop {
-        match connect_redis(&cfg.redis.url).await {
+        match redis_target.connect().await {
             Ok(c) => break c,
             Err(e) => {
                 readiness.record("redis", Err(e.to_string())).await;
@@ -186,7 +189,7 @@ pub async fn run(
 
 async fn watch_dependencies(
     consumer: Arc<StreamConsumer>,
-    mut con: ConnectionManager,
+    mut con: RedisConnection,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 ) {
@@ -214,7 +217,7 @@ pub async fn rebuild(
     cfg: &Config,
     mut progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildProgress, FeaturizerError> {
-    let mut con = connect_redis(&cfg.redis.url).await?;
+    let mut con = RedisTarget::from_config(&cfg.redis)?.connect().await?;
     let group = format!("recalloc-rebuild-{}", std::process::id());
     let consumer: StreamConsumer = consumer_config(cfg, &group, "recalloc-rebuild").create()?;
     let timeout = Duration::from_secs(10);

@@ -6,6 +6,7 @@ use crate::service::IngestService;
 use crate::validate::{self, Limits};
 use recalloc_common::config::Config;
 use recalloc_common::metrics::GrpcMetricsLayer;
+use recalloc_common::redis_conn::RedisTarget;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::ingest_server::IngestServer;
 use std::future::Future;
@@ -62,7 +63,7 @@ pub async fn run(
         producer.clone(),
         limits,
         cfg.ingest.max_batch as usize,
-        cfg.redis.url.clone(),
+        RedisTarget::from_config(&cfg.redis).map_err(|e| ServeError::Config(e.to_string()))?,
         metrics.clone(),
     );
     let reflection = recalloc_common::serve::reflection("recalloc.v1.Ingest")?;

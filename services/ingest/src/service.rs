@@ -12,6 +12,7 @@ use crate::state;
 use crate::validate::{self, Limits, RecordError};
 use prost::Message;
 use recalloc_common::Metrics;
+use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
 use recalloc_common::trace_context::TraceContext;
 use recalloc_proto::topics;
 use recalloc_proto::v1::{
@@ -73,8 +74,8 @@ pub struct IngestService {
     producer: EventProducer,
     limits: Limits,
     max_batch: usize,
-    redis_url: String,
-    redis: OnceCell<redis::aio::ConnectionManager>,
+    redis_target: RedisTarget,
+    redis: OnceCell<RedisConnection>,
     metrics: Arc<Metrics>,
 }
 
@@ -93,14 +94,14 @@ impl IngestService {
         producer: EventProducer,
         limits: Limits,
         max_batch: usize,
-        redis_url: String,
+        redis_target: RedisTarget,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             producer,
             limits,
             max_batch,
-            redis_url,
+            redis_target,
             redis: OnceCell::new(),
             metrics,
         }
@@ -214,12 +215,11 @@ impl IngestService {
         Ok(p.response)
     }
 
-    async fn redis(&self) -> Result<redis::aio::ConnectionManager, IngestError> {
+    async fn redis(&self) -> Result<RedisConnection, IngestError> {
         self.redis
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.redis_url.as_str())
-                    .map_err(|e| IngestError::Redis(e.to_string()))?;
-                redis::aio::ConnectionManager::new(client)
+                self.redis_target
+                    .connect()
                     .await
                     .map_err(|e| IngestError::Redis(e.to_string()))
             })

@@ -1,51 +1,70 @@
 //! The derived state in Redis, and the one place that writes it.
 //!
-//! Key layout (everything under the `rc:` prefix; `{…}` is a Redis Cluster hash tag that keeps
-//! one entity's keys in one slot):
+//! Key layout. Every key of the derived state starts with the hash tag `{rc}`, so on a Redis
+//! Cluster it all lives in one slot:
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `rc:user:{u:<id>}` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `first_seen_ms`, `last_seen_ms`, `profile_text`, `attributes` (JSON), `updated_at_ms` |
-//! | `rc:user:{u:<id>}:hist` | list | newest first, at most `featurizer.history_len` JSON objects `{"event_id","item","kind","value","ts"}` |
-//! | `rc:user:{u:<id>}:applied` | set | ids of the events already applied for this user (the exactly-once guard) |
-//! | `rc:item:{i:<id>}` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `last_event_ms`, `title`, `description`, `tags` (JSON array), `attributes` (JSON), `updated_at_ms` |
-//! | `rc:users`, `rc:items` | set | every known user / item id |
-//! | `rc:popularity` | sorted set | item id → sum of kind weights of its events |
-//! | `rc:stats` | hash | `events`, `ratings` applied so far |
-//! | `rc:vec:items`, `rc:vec:users`, `rc:item:{i:<id>}:vec`, `rc:user:{u:<id>}:vec` | | vectors, written by the embed service (see its `store` module) |
-//! | `rc:deadletter` | list | the newest 1,000 records the featurizer could not decode or apply, as JSON |
+//! | `{rc}:user:<id>` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `first_seen_ms`, `last_seen_ms`, `profile_text`, `attributes` (JSON), `updated_at_ms` |
+//! | `{rc}:hist:<id>` | list | the user's events, newest first, at most `featurizer.history_len` JSON objects `{"event_id","item","kind","value","ts"}` |
+//! | `{rc}:applied:<id>` | set | ids of the events already applied for this user (the exactly-once guard) |
+//! | `{rc}:item:<id>` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `last_event_ms`, `title`, `description`, `tags` (JSON array), `attributes` (JSON), `updated_at_ms` |
+//! | `{rc}:users`, `{rc}:items` | set | every known user / item id |
+//! | `{rc}:popularity` | sorted set | item id → sum of kind weights of its events |
+//! | `{rc}:stats` | hash | `events`, `ratings` applied so far |
+//! | `{rc}:vec:items`, `{rc}:vec:users`, `{rc}:vec:item:<id>`, `{rc}:vec:user:<id>` | | vectors, written by the embed service (see its `store` module) |
+//! | `{rc}:deadletter` | list | the newest 1,000 records the featurizer could not decode or apply, as JSON |
+//!
+//! (The kind of key comes before the id, so no id can make one key look like another.)
 //!
 //! Each record is applied by one Lua script, atomically: the event's id is added to the user's
 //! `applied` set first, and if it was already there nothing else changes. So a redelivered,
 //! replayed or duplicated event never counts twice, whatever the consumer's offsets say. Items and
 //! users are last-writer-wins by `updated_at_ms`, which makes replaying them idempotent too.
-//! (The scripts touch global keys, so they need a single Redis server; running on Redis Cluster
-//! needs the per-slot split of these scripts.)
+//!
+//! Why one slot for all of it: an event's script must change the guard and everything it guards
+//! in one step — the user, the item, and the global aggregates (`stats`, `popularity`, the id
+//! sets) that every event touches. A script's keys must share a slot, so whichever slot holds the
+//! global aggregates holds every script's keys. Spreading the state would mean splitting each
+//! event into per-shard scripts with a guard per shard (the guard sets are most of the memory, and
+//! would double) and summing every count and popularity list over the shards on each read; and
+//! the redis client's cluster pipelines must stay in one slot too, so every batched read would
+//! fan out per slot. The derived state is a cache of the Kafka topics (`recalloc rebuild`
+//! restores it), so one primary with replicas gives the availability; what is large and not
+//! needed by the scripts — the trained models' chunks — is spread over the cluster (see the rank
+//! crate's `store` module).
 
+use recalloc_common::redis_conn::RedisConnection;
 use recalloc_proto::v1::{EventKind, EventRecord, ItemRecord, UserRecord};
-use redis::aio::ConnectionManager;
 
-pub const PREFIX: &str = "rc:";
-pub const USERS: &str = "rc:users";
-pub const ITEMS: &str = "rc:items";
-pub const POPULARITY: &str = "rc:popularity";
-pub const STATS: &str = "rc:stats";
-pub const DEADLETTER: &str = "rc:deadletter";
+/// Every key of the derived state (and of the model bookkeeping) starts with this hash tag.
+pub const PREFIX: &str = "{rc}:";
+pub const USERS: &str = "{rc}:users";
+pub const ITEMS: &str = "{rc}:items";
+pub const POPULARITY: &str = "{rc}:popularity";
+pub const STATS: &str = "{rc}:stats";
+pub const DEADLETTER: &str = "{rc}:deadletter";
 /// Ids with a stored vector; written by the embed service (its `store` module has that layout).
-pub const VECTOR_ITEMS: &str = "rc:vec:items";
-pub const VECTOR_USERS: &str = "rc:vec:users";
+pub const VECTOR_ITEMS: &str = "{rc}:vec:items";
+pub const VECTOR_USERS: &str = "{rc}:vec:users";
 
 pub fn user_key(user: &str) -> String {
-    format!("rc:user:{{u:{user}}}")
+    format!("{{rc}}:user:{user}")
 }
 pub fn user_history_key(user: &str) -> String {
-    format!("rc:user:{{u:{user}}}:hist")
+    format!("{{rc}}:hist:{user}")
 }
 pub fn user_applied_key(user: &str) -> String {
-    format!("rc:user:{{u:{user}}}:applied")
+    format!("{{rc}}:applied:{user}")
 }
 pub fn item_key(item: &str) -> String {
-    format!("rc:item:{{i:{item}}}")
+    format!("{{rc}}:item:{item}")
+}
+pub fn item_vector_key(item: &str) -> String {
+    format!("{{rc}}:vec:item:{item}")
+}
+pub fn user_vector_key(user: &str) -> String {
+    format!("{{rc}}:vec:user:{user}")
 }
 
 /// How much one event of a kind adds to an item's popularity.
@@ -74,7 +93,7 @@ pub struct HistoryEntry {
 
 /// A user's recent history, newest first (entries that do not parse are skipped).
 pub async fn history(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     user: &str,
 ) -> redis::RedisResult<Vec<HistoryEntry>> {
     let raw: Vec<String> = redis::cmd("LRANGE")
@@ -193,17 +212,21 @@ impl Scripts {
     /// were new (the rest were already applied).
     pub async fn apply(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut RedisConnection,
         records: &[Record],
     ) -> redis::RedisResult<u64> {
         if records.is_empty() {
             return Ok(0);
         }
         // Make sure the scripts are cached on the server; the pipeline then uses EVALSHA.
-        let mut load = redis::pipe();
-        load.cmd("SCRIPT").arg("LOAD").arg(APPLY_EVENT);
-        load.cmd("SCRIPT").arg("LOAD").arg(UPSERT_ENTITY);
-        let _: (String, String) = load.query_async(con).await?;
+        // One command each: a cluster sends SCRIPT LOAD to every primary, a pipeline would not.
+        for script in [APPLY_EVENT, UPSERT_ENTITY] {
+            let _: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(script)
+                .query_async(con)
+                .await?;
+        }
         let mut pipe = redis::pipe();
         for r in records {
             match r {
@@ -323,7 +346,7 @@ pub struct Counts {
 }
 
 /// Reads the counts in one round trip.
-pub async fn counts(con: &mut ConnectionManager) -> redis::RedisResult<Counts> {
+pub async fn counts(con: &mut RedisConnection) -> redis::RedisResult<Counts> {
     let (events, ratings, users, items, embedded_items, embedded_users): (
         Option<u64>,
         Option<u64>,
@@ -351,34 +374,24 @@ pub async fn counts(con: &mut ConnectionManager) -> redis::RedisResult<Counts> {
 }
 
 /// Keys under this prefix are trained models (the rank service's), not state derived from the
-/// topics: a rebuild keeps them, since replaying the log cannot bring them back.
-pub const MODELS_PREFIX: &str = "rc:model:";
+/// topics: a rebuild keeps them, since replaying the log cannot bring them back. (The models'
+/// chunks live outside `{rc}`, so a wipe never sees them.)
+pub const MODELS_PREFIX: &str = "{rc}:model:";
 
-/// Deletes every key derived from the topics (all of `rc:*` but the models), for a rebuild.
+/// Deletes every key derived from the topics (all of `{rc}:*` but the models), for a rebuild.
 /// Vectors go too; the embed service's sweep re-embeds the rebuilt items and users.
-pub async fn wipe(con: &mut ConnectionManager) -> redis::RedisResult<u64> {
-    let mut cursor: u64 = 0;
+pub async fn wipe(con: &mut RedisConnection) -> redis::RedisResult<u64> {
+    let keys: Vec<String> = con
+        .scan_match(&format!("{PREFIX}*"))
+        .await?
+        .into_iter()
+        .filter(|k| !k.starts_with(MODELS_PREFIX))
+        .collect();
     let mut deleted = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{PREFIX}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        let keys: Vec<String> = keys
-            .into_iter()
-            .filter(|k| !k.starts_with(MODELS_PREFIX))
-            .collect();
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(con).await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
+    // All in the `{rc}` slot, so a batch of them is one command even on a cluster.
+    for batch in keys.chunks(1000) {
+        let n: u64 = redis::cmd("UNLINK").arg(batch).query_async(con).await?;
+        deleted += n;
     }
+    Ok(deleted)
 }

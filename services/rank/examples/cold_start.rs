@@ -20,7 +20,11 @@ async fn main() {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let mut con = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap())
+    let redis = recalloc_common::config::RedisConfig {
+        url,
+        ..Default::default()
+    };
+    let mut con = recalloc_common::redis_conn::connect(&redis)
         .await
         .expect("redis");
     let mut data = store::training_data(&mut con).await.expect("training data");

@@ -6,11 +6,11 @@ use crate::store;
 use arc_swap::ArcSwapOption;
 use recalloc_common::config::Config;
 use recalloc_common::metrics::GrpcMetricsLayer;
+use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
 use recalloc_common::{Metrics, Readiness};
 use recalloc_factor::model::Served;
 use recalloc_proto::v1::TrainRequest;
 use recalloc_proto::v1::ranker_server::RankerServer;
-use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    RedisConfig(#[from] recalloc_common::redis_conn::RedisConfigError),
 }
 
 pub use recalloc_common::serve::Bound;
@@ -43,7 +45,7 @@ const SWAPS_HELP: &str = "model versions loaded by this server";
 
 /// Loads the current version when it differs from the one served. Returns whether it swapped.
 pub async fn refresh(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     slot: &ModelSlot,
 ) -> Result<bool, store::StoreError> {
     let Some(version) = store::current_version(con).await? else {
@@ -102,9 +104,9 @@ pub async fn run(
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ranker"]);
     readiness.set(false).await;
-    let client = redis::Client::open(cfg.redis.url.as_str())?;
+    let redis_target = RedisTarget::from_config(&cfg.redis)?;
     let con = loop {
-        match ConnectionManager::new(client.clone()).await {
+        match redis_target.connect().await {
             Ok(c) => break c,
             Err(e) => {
                 readiness.record("redis", Err(e.to_string())).await;

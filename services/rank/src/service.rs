@@ -21,6 +21,7 @@ use crate::trainer::{self, TrainError, TrainParams};
 use arc_swap::ArcSwapOption;
 use recalloc_common::Metrics;
 use recalloc_common::config::Config;
+use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::{Algorithm, Filter, Query, ServeError, Served};
 use recalloc_factor::topk::Scored;
 use recalloc_proto::v1::{
@@ -29,7 +30,6 @@ use recalloc_proto::v1::{
     RecommendResponse, RecommendationSource, ScoredItem, SimilarItemsRequest, SimilarItemsResponse,
     TrainRequest, TrainResponse, ranker_server::Ranker,
 };
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -103,7 +103,7 @@ pub type ModelSlot = Arc<ArcSwapOption<Served>>;
 
 pub struct RankService {
     pub models: ModelSlot,
-    con: ConnectionManager,
+    con: RedisConnection,
     cfg: Config,
     metrics: Arc<Metrics>,
     training: tokio::sync::Mutex<()>,
@@ -122,7 +122,7 @@ const REQUESTS_HELP: &str = "recommendations served, by source";
 impl RankService {
     pub fn new(
         models: ModelSlot,
-        con: ConnectionManager,
+        con: RedisConnection,
         cfg: Config,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -402,7 +402,7 @@ impl RankService {
     async fn train_locked(
         &self,
         p: TrainParams,
-        con: &mut ConnectionManager,
+        con: &mut RedisConnection,
     ) -> Result<TrainResponse, RankError> {
         let data = store::training_data(con).await?;
         let now = now_ms();

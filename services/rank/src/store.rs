@@ -3,33 +3,39 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `rc:model:current` | string | the version servers load |
-//! | `rc:model:{m:<version>}:meta` | string | JSON: version, algorithm, sizes, chunk count, SHA-256 of the bytes |
-//! | `rc:model:{m:<version>}:chunk:<n>` | string | the serialised model (postcard), cut into `rank.chunk_bytes` pieces |
-//! | `rc:model:versions` | zset | version → trained_at_ms, for deleting old versions |
-//! | `rc:model:train-lock` | string | held (SET NX, 30 s expiry renewed every 10 s) while one replica trains |
+//! | `{rc}:model:current` | string | the version servers load |
+//! | `{rc}:model:meta:<version>` | string | JSON: version, algorithm, sizes, chunk count, SHA-256 of the bytes |
+//! | `rc:model-chunk:{<version>/<g>}:<n>` | string | the serialised model (postcard), cut into `rank.chunk_bytes` pieces; `g` = `n / 16` |
+//! | `{rc}:model:versions` | zset | version → trained_at_ms, for deleting old versions |
+//! | `{rc}:model:train-lock` | string | held (SET NX, 30 s expiry renewed every 10 s) while one replica trains |
 //!
 //! A new version is written completely (pipelined chunks, then meta) before `current` flips to
-//! it in one SET, so a server never sees a half-written model; versions beyond `keep_versions`
-//! are deleted afterwards.
+//! it in one MULTI with the meta and the version list, so a server never sees a half-written
+//! model; versions beyond `keep_versions` are deleted afterwards.
+//!
+//! On a Redis Cluster the bookkeeping keys share the `{rc}` slot (the MULTI needs that), while
+//! the chunks — most of the bytes — are spread: each group of 16 chunks, which is what one
+//! pipeline writes or reads, has its own hash tag and so its own slot.
 
+use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::Model;
 use recalloc_ingest::state::{self, item_key, user_history_key};
 use recalloc_ingest::vectors;
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
-pub const CURRENT: &str = "rc:model:current";
-pub const VERSIONS: &str = "rc:model:versions";
-pub const TRAIN_LOCK: &str = "rc:model:train-lock";
+pub const CURRENT: &str = "{rc}:model:current";
+pub const VERSIONS: &str = "{rc}:model:versions";
+pub const TRAIN_LOCK: &str = "{rc}:model:train-lock";
+/// Chunks one pipeline writes or reads; they share a slot.
+const CHUNKS_PER_GROUP: usize = 16;
 /// Expiry of the training lock; the holder renews it every third of this.
 pub const TRAIN_LOCK_TTL_S: u64 = 30;
 
-fn meta_key(version: &str) -> String {
-    format!("rc:model:{{m:{version}}}:meta")
+pub fn meta_key(version: &str) -> String {
+    format!("{{rc}}:model:meta:{version}")
 }
-fn chunk_key(version: &str, n: usize) -> String {
-    format!("rc:model:{{m:{version}}}:chunk:{n}")
+pub fn chunk_key(version: &str, n: usize) -> String {
+    format!("rc:model-chunk:{{{version}/{}}}:{n}", n / CHUNKS_PER_GROUP)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +68,7 @@ fn sha_hex(b: &[u8]) -> String {
 
 /// Writes a model as a new version and makes it current; deletes versions beyond `keep`.
 pub async fn save_model(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     model: &Model,
     chunk_bytes: usize,
     keep: usize,
@@ -87,13 +93,16 @@ pub async fn save_model(
     for (group, pieces) in bytes
         .chunks(chunk)
         .collect::<Vec<_>>()
-        .chunks(16)
+        .chunks(CHUNKS_PER_GROUP)
         .enumerate()
     {
         let mut pipe = redis::pipe();
         for (j, piece) in pieces.iter().enumerate() {
-            pipe.set(chunk_key(&meta.version, group * 16 + j), *piece)
-                .ignore();
+            pipe.set(
+                chunk_key(&meta.version, group * CHUNKS_PER_GROUP + j),
+                *piece,
+            )
+            .ignore();
         }
         pipe.query_async::<()>(con).await?;
     }
@@ -113,7 +122,7 @@ pub async fn save_model(
 }
 
 /// Deletes all but the newest `keep` versions (never the current one).
-async fn prune(con: &mut ConnectionManager, keep: usize) -> Result<(), StoreError> {
+async fn prune(con: &mut RedisConnection, keep: usize) -> Result<(), StoreError> {
     let versions: Vec<String> = redis::cmd("ZREVRANGE")
         .arg(VERSIONS)
         .arg(keep)
@@ -129,24 +138,32 @@ async fn prune(con: &mut ConnectionManager, keep: usize) -> Result<(), StoreErro
         let chunks = meta
             .and_then(|m| serde_json::from_str::<Meta>(&m).ok())
             .map_or(0, |m| m.chunks);
-        let mut pipe = redis::pipe();
-        pipe.del(meta_key(&v)).ignore();
-        for n in 0..chunks {
-            pipe.del(chunk_key(&v, n)).ignore();
+        // The chunks first, a group (one slot) per pipeline; then the bookkeeping.
+        for start in (0..chunks).step_by(CHUNKS_PER_GROUP) {
+            let mut pipe = redis::pipe();
+            for n in start..(start + CHUNKS_PER_GROUP).min(chunks) {
+                pipe.del(chunk_key(&v, n)).ignore();
+            }
+            pipe.query_async::<()>(con).await?;
         }
-        pipe.zrem(VERSIONS, &v).ignore();
-        pipe.query_async::<()>(con).await?;
+        redis::pipe()
+            .del(meta_key(&v))
+            .ignore()
+            .zrem(VERSIONS, &v)
+            .ignore()
+            .query_async::<()>(con)
+            .await?;
         tracing::info!(version = %v, "old model version deleted");
     }
     Ok(())
 }
 
-pub async fn current_version(con: &mut ConnectionManager) -> Result<Option<String>, StoreError> {
+pub async fn current_version(con: &mut RedisConnection) -> Result<Option<String>, StoreError> {
     Ok(redis::cmd("GET").arg(CURRENT).query_async(con).await?)
 }
 
 /// Reads a version's bytes and checks them against its meta.
-pub async fn load_bytes(con: &mut ConnectionManager, version: &str) -> Result<Vec<u8>, StoreError> {
+pub async fn load_bytes(con: &mut RedisConnection, version: &str) -> Result<Vec<u8>, StoreError> {
     let damaged = |reason: String| StoreError::Damaged {
         version: version.to_owned(),
         reason,
@@ -158,9 +175,9 @@ pub async fn load_bytes(con: &mut ConnectionManager, version: &str) -> Result<Ve
     let meta: Meta = serde_json::from_str(&meta.ok_or_else(|| damaged("no meta".into()))?)
         .map_err(|e| damaged(format!("meta: {e}")))?;
     let mut bytes = Vec::with_capacity(meta.bytes);
-    for start in (0..meta.chunks).step_by(16) {
+    for start in (0..meta.chunks).step_by(CHUNKS_PER_GROUP) {
         let mut pipe = redis::pipe();
-        for n in start..(start + 16).min(meta.chunks) {
+        for n in start..(start + CHUNKS_PER_GROUP).min(meta.chunks) {
             pipe.get(chunk_key(version, n));
         }
         let pieces: Vec<Option<Vec<u8>>> = pipe.query_async(con).await?;
@@ -185,19 +202,19 @@ pub use recalloc_ingest::state::HistoryEntry;
 
 /// A user's recent history, newest first.
 pub async fn history(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     user: &str,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
     Ok(state::history(con, user).await?)
 }
 
-/// A user's text vector (`rc:user:{u:<id>}:vec`), if the embed service made one.
+/// A user's text vector (`{rc}:vec:user:<id>`), if the embed service made one.
 pub async fn user_text_vector(
-    con: &mut ConnectionManager,
+    con: &mut RedisConnection,
     user: &str,
 ) -> Result<Option<Vec<f32>>, StoreError> {
     let raw: Option<Vec<u8>> = redis::cmd("HGET")
-        .arg(format!("{}:vec", state::user_key(user)))
+        .arg(state::user_vector_key(user))
         .arg("v")
         .query_async(con)
         .await?;
@@ -222,12 +239,12 @@ pub struct TrainingData {
     pub items: Vec<CatalogueItem>,
     /// Item ids, most popular first.
     pub popular: Vec<String>,
-    /// `rc:stats` events when the read started (to tell whether a retrain is due).
+    /// `{rc}:stats` events when the read started (to tell whether a retrain is due).
     pub events: u64,
 }
 
 /// Reads users' histories, the catalogue with titles, tags and text vectors, and popularity.
-pub async fn training_data(con: &mut ConnectionManager) -> Result<TrainingData, StoreError> {
+pub async fn training_data(con: &mut RedisConnection) -> Result<TrainingData, StoreError> {
     let events: Option<u64> = redis::cmd("HGET")
         .arg(state::STATS)
         .arg("events")
@@ -267,9 +284,7 @@ pub async fn training_data(con: &mut ConnectionManager) -> Result<TrainingData, 
         let mut pipe = redis::pipe();
         for i in chunk {
             pipe.cmd("HMGET").arg(item_key(i)).arg("title").arg("tags");
-            pipe.cmd("HGET")
-                .arg(format!("{}:vec", item_key(i)))
-                .arg("v");
+            pipe.cmd("HGET").arg(state::item_vector_key(i)).arg("v");
         }
         let rows: Vec<redis::Value> = pipe.query_async(con).await?;
         for (i, pair) in chunk.iter().zip(rows.chunks(2)) {
