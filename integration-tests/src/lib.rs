@@ -967,3 +967,27 @@ pub async fn wait_quiet(con: &mut RedisConnection, within: Duration) -> Result<S
         prev = cur;
     }
 }
+
+/// Two taste groups of six users over ten items each (`u0`–`u5` on `a0`–`a9`, `u6`–`u11` on
+/// `b0`–`b9`), where `u0` has not seen `a9`: a model that learned anything recommends `a9` to
+/// `u0` first. Event ids are `<prefix>-<user>-<item>`; `kind(i)` gives item `i`'s kind and value.
+pub fn two_taste_groups(
+    prefix: &str,
+    kind: impl Fn(u32) -> (recalloc_proto::v1::EventKind, Option<f64>),
+) -> Vec<recalloc_proto::v1::Event> {
+    let mut events = Vec::new();
+    for u in 0..12u32 {
+        for i in (0..10u32).filter(|i| !(u == 0 && *i == 9)) {
+            let (k, value) = kind(i);
+            events.push(recalloc_proto::v1::Event {
+                event_id: format!("{prefix}-{u}-{i}"),
+                user_id: format!("u{u}"),
+                item_id: format!("{}{i}", if u < 6 { "a" } else { "b" }),
+                kind: k as i32,
+                value,
+                ..Default::default()
+            });
+        }
+    }
+    events
+}

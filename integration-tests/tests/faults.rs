@@ -2,8 +2,10 @@
 //! Redis is down and after it comes back empty, and `recalloc rebuild` restores every piece of
 //! derived state from the Kafka log (trained models, which the log cannot bring back, aside).
 
-use recalloc_integration_tests::{Cluster, assert_same_state, settled_stats, snapshot};
-use recalloc_proto::v1::{Event, EventKind, RecommendRequest, RecordEventsRequest, TrainRequest};
+use recalloc_integration_tests::{
+    Cluster, assert_same_state, settled_stats, snapshot, two_taste_groups,
+};
+use recalloc_proto::v1::{EventKind, RecommendRequest, RecordEventsRequest, TrainRequest};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,19 +21,7 @@ async fn a_lost_redis_leaves_rank_serving_and_rebuild_restores_the_state() {
     let mut c = Cluster::start().unwrap();
     c.start_rank().unwrap();
     // Two taste groups; user u0 has not seen a9.
-    let events: Vec<Event> = (0..12)
-        .flat_map(|u| {
-            (0..10)
-                .filter(move |i| !(u == 0 && *i == 9))
-                .map(move |i| Event {
-                    event_id: format!("f-{u}-{i}"),
-                    user_id: format!("u{u}"),
-                    item_id: format!("{}{i}", if u < 6 { "a" } else { "b" }),
-                    kind: EventKind::Purchase as i32,
-                    ..Default::default()
-                })
-        })
-        .collect();
+    let events = two_taste_groups("f", |_| (EventKind::Purchase, None));
     let n = events.len() as u64;
     c.grpc()
         .await

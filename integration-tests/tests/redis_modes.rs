@@ -6,7 +6,9 @@
 use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::Algorithm;
 use recalloc_ingest::state;
-use recalloc_integration_tests::{Cluster, RedisOptions, settled_stats, wait_ready};
+use recalloc_integration_tests::{
+    Cluster, RedisOptions, settled_stats, two_taste_groups, wait_ready,
+};
 use recalloc_proto::v1::{
     Event, EventKind, GetStatsRequest, RecommendRequest, RecordEventsRequest, TrainRequest,
 };
@@ -20,26 +22,15 @@ fn acl() -> Option<(String, String)> {
     Some(("recalloc-svc".into(), PASSWORD.into()))
 }
 
-/// Two taste groups; u0 has not seen a9.
+/// Two taste groups; ratings of 5 on every third item, purchases of the rest.
 fn events() -> Vec<Event> {
-    (0..12)
-        .flat_map(|u| {
-            (0..10)
-                .filter(move |i| !(u == 0 && *i == 9))
-                .map(move |i| Event {
-                    event_id: format!("m-{u}-{i}"),
-                    user_id: format!("u{u}"),
-                    item_id: format!("{}{i}", if u < 6 { "a" } else { "b" }),
-                    kind: if i % 3 == 0 {
-                        EventKind::Rating as i32
-                    } else {
-                        EventKind::Purchase as i32
-                    },
-                    value: (i % 3 == 0).then_some(5.0),
-                    ..Default::default()
-                })
-        })
-        .collect()
+    two_taste_groups("m", |i| {
+        if i % 3 == 0 {
+            (EventKind::Rating, Some(5.0))
+        } else {
+            (EventKind::Purchase, None)
+        }
+    })
 }
 
 /// Load → featurize → stats → train → recommend, the main flow, against whatever Redis `c` has.
