@@ -133,6 +133,7 @@ pub async fn run(
         worker_stop.signal(),
     ));
     let grpc = tonic::transport::Server::builder()
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health)
         .add_service(reflection)

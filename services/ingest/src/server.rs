@@ -86,6 +86,7 @@ pub async fn run(
 
     let token = recalloc_common::auth::token(&cfg.security).map_err(ServeError::Config)?;
     let grpc = tonic::transport::Server::builder()
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .layer(recalloc_common::auth::RequireToken::new(token, &WRITES))
         .add_service(health)

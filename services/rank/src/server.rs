@@ -187,6 +187,7 @@ pub async fn run(
     });
 
     let grpc = tonic::transport::Server::builder()
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .layer(recalloc_common::auth::RequireToken::new(token, &ADMIN))
         .add_service(health)
