@@ -72,8 +72,11 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<(), String> {
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| service.to_owned());
-    let mut provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder_empty().with_service_name(service_name).build());
+    let mut provider = SdkTracerProvider::builder().with_resource(
+        Resource::builder_empty()
+            .with_service_name(service_name)
+            .build(),
+    );
     if let Some(endpoint) = &endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -187,7 +190,11 @@ mod tests {
         assert_eq!(with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")], ""), None);
         assert_eq!(with(&[], "http://c:4317").as_deref(), Some("http://c:4317"));
         assert_eq!(
-            with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317")], "http://c:4317").as_deref(),
+            with(
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4317")],
+                "http://c:4317"
+            )
+            .as_deref(),
             Some("http://a:4317")
         );
         assert_eq!(

@@ -37,7 +37,11 @@ pub fn context_from_traceparent(traceparent: &str, tracestate: Option<&str>) -> 
 
 /// Makes `span` (not yet entered) a child of the remote span `traceparent` names, or the root of
 /// a new trace when it is empty or malformed. Returns whether the parent was valid.
-pub fn set_remote_parent(span: &tracing::Span, traceparent: &str, tracestate: Option<&str>) -> bool {
+pub fn set_remote_parent(
+    span: &tracing::Span,
+    traceparent: &str,
+    tracestate: Option<&str>,
+) -> bool {
     let cx = context_from_traceparent(traceparent, tracestate);
     let valid = cx.span().span_context().is_valid();
     // Fails only without the OpenTelemetry layer (unit tests); the span then has no trace.
@@ -239,10 +243,7 @@ mod tests {
         headers.insert(TRACESTATE, "vendor=x".parse().unwrap());
         let cx = context_from_headers(&headers);
         assert_eq!(traceparent_of(&cx).as_deref(), Some(TP));
-        assert_eq!(
-            cx.span().span_context().trace_state().header(),
-            "vendor=x"
-        );
+        assert_eq!(cx.span().span_context().trace_state().header(), "vendor=x");
         let mut md = tonic::metadata::MetadataMap::new();
         propagator().inject_context(&cx, &mut MetadataInjector(&mut md));
         assert_eq!(md.get(TRACEPARENT).unwrap().to_str().unwrap(), TP);

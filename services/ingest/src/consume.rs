@@ -339,7 +339,11 @@ mod tests {
         assert_eq!(producer_context(Some(&h), Some(&rec)), (FIELD_TP, None));
         // A malformed value is ignored where it is parsed: the message starts a new trace.
         let span = tracing::Span::none();
-        assert!(!trace_context::set_remote_parent(&span, "00-nonsense", None));
+        assert!(!trace_context::set_remote_parent(
+            &span,
+            "00-nonsense",
+            None
+        ));
         assert!(trace_context::set_remote_parent(&span, TP, None));
     }
 }

@@ -297,10 +297,7 @@ impl Ingest for IngestService {
             self.check_size("events", n)?;
             let prepared = self.prepare_events(&batch.events, next_index, &mut seen, &traceparent);
             next_index += n as u32;
-            let mut r = match self
-                .send(topics::EVENTS, prepared, total.accepted)
-                .await
-            {
+            let mut r = match self.send(topics::EVENTS, prepared, total.accepted).await {
                 Ok(r) => r,
                 // A batch of only bad records doesn't end the stream; the summary lists them.
                 Err(IngestError::AllRejected(errors)) => IngestResponse {
