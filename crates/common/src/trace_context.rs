@@ -32,7 +32,9 @@ pub fn context_from_traceparent(traceparent: &str, tracestate: Option<&str>) -> 
     if let Some(s) = tracestate {
         carrier.insert(TRACESTATE.to_owned(), s.to_owned());
     }
-    propagator().extract(&carrier)
+    // Against an empty context, not the current one: a malformed value must start a new trace,
+    // not continue whatever span happens to be entered.
+    propagator().extract_with_context(&Context::new(), &carrier)
 }
 
 /// Makes `span` (not yet entered) a child of the remote span `traceparent` names, or the root of
@@ -95,7 +97,7 @@ impl Injector for MetadataInjector<'_> {
 
 /// The remote parent an incoming call names in its headers (empty when none or malformed).
 pub fn context_from_headers(headers: &http::HeaderMap) -> Context {
-    propagator().extract(&HeaderExtractor(headers))
+    propagator().extract_with_context(&Context::new(), &HeaderExtractor(headers))
 }
 
 /// Puts the current span's context into outgoing gRPC metadata. Use as a tonic client
@@ -234,6 +236,49 @@ mod tests {
             assert!(!cx.span().span_context().is_valid(), "{bad}");
             assert_eq!(traceparent_of(&cx), None, "{bad}");
         }
+    }
+
+    /// With the OpenTelemetry layer installed, as `telemetry::init` does.
+    fn with_otel_layer(f: impl FnOnce()) {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::prelude::*;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    #[test]
+    fn a_server_span_continues_the_callers_trace_and_clients_pass_it_on() {
+        with_otel_layer(|| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(TRACEPARENT, TP.parse().unwrap());
+            let span = server_span(
+                "/recalloc.v1.Ingest/UpsertItems",
+                context_from_headers(&headers),
+            );
+            let _entered = span.enter();
+            let sent = current_traceparent();
+            assert!(
+                sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{sent}"
+            );
+            assert!(!sent.contains("00f067aa0ba902b7"), "a new span id: {sent}");
+            let req = inject_current(tonic::Request::new(())).unwrap();
+            assert_eq!(
+                req.metadata().get(TRACEPARENT).unwrap().to_str().unwrap(),
+                sent
+            );
+
+            // Without (or with a malformed) header: a new trace, not an error.
+            let root = server_span("/x", context_from_traceparent("bogus", None));
+            let sc = span_context(&root);
+            assert!(sc.is_valid());
+            assert_ne!(
+                sc.trace_id(),
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+            );
+        });
     }
 
     #[test]
