@@ -97,7 +97,7 @@ impl Collector {
 
     /// Waits until `trace_id` has a consumer span from both the featurizer and the embed worker
     /// (each ends once its record is stored), then returns the trace's spans.
-    async fn wait_for_consumers(&self, trace_id: &str) -> Vec<Collected> {
+    async fn wait_for_consumers(&self, trace_id: &str, c: &Cluster) -> Vec<Collected> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let spans = self.of_trace(trace_id);
@@ -111,8 +111,17 @@ impl Collector {
             }
             assert!(
                 Instant::now() < deadline,
-                "trace {trace_id} never reached both consumers; its spans: {spans:#?}\nall: {:#?}",
-                self.spans.lock().unwrap()
+                "trace {trace_id} never reached both consumers; its spans: {spans:#?}\nall: {:#?}\nembed log:\n{}\nfeaturizer log:\n{}\nembed metrics:\n{}",
+                self.spans.lock().unwrap(),
+                c.embed.as_ref().map(|p| p.log()).unwrap_or_default(),
+                c.featurizer.as_ref().map(|p| p.log()).unwrap_or_default(),
+                recalloc_integration_tests::http_get(c.embed_http, "/metrics")
+                    .map(|(_, m)| m)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("recalloc_embed"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -215,7 +224,7 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
         ))
         .await
         .unwrap();
-    let spans = collector.wait_for_consumers(trace_id).await;
+    let spans = collector.wait_for_consumers(trace_id, &c).await;
     let server = server_span(&spans, caller_span);
     let by_service = assert_one_tree(&spans, caller_span, &server.span_id);
     assert!(
@@ -263,7 +272,7 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
         };
         assert_eq!(root.parent_span_id, "", "call {n} starts a new trace");
         assert_ne!(root.trace_id, trace_id);
-        let spans = collector.wait_for_consumers(&root.trace_id).await;
+        let spans = collector.wait_for_consumers(&root.trace_id, &c).await;
         server_span(&spans, "");
         assert_one_tree(&spans, "", &root.span_id);
     }
@@ -297,7 +306,7 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
         )
         .await
         .unwrap();
-    let spans = collector.wait_for_consumers(header_trace).await;
+    let spans = collector.wait_for_consumers(header_trace, &c).await;
     assert_one_tree(&spans, header_span, header_span);
 
     // Every record reached Redis: featurized and embedded.
