@@ -365,6 +365,12 @@ fn create_cluster(dir: &Path, ports: &[u16], opts: &RedisOptions) -> Result<()> 
     Ok(())
 }
 
+/// OpenTelemetry settings of the test's own environment (e.g. a developer's collector), which
+/// services only get through [`Cluster::extra_env`].
+fn is_otel_setting(name: &str) -> bool {
+    name.starts_with("OTEL_")
+}
+
 /// Redis, the broker and the services of one test.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -387,7 +393,7 @@ pub struct Cluster {
     pub embed_http: SocketAddr,
     pub rank_grpc: SocketAddr,
     pub rank_http: SocketAddr,
-    /// Extra `RECALLOC_*` settings for every service.
+    /// Extra settings for every service: `RECALLOC_*` config keys, `OTEL_*` variables.
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -567,7 +573,9 @@ impl Cluster {
         let mut cmd = Command::new(bin(binary));
         cmd.env_remove("RECALLOC_CONFIG");
         for (k, _) in std::env::vars() {
-            if k.starts_with("RECALLOC_") && k != "RECALLOC_TANSU_BIN" && k != "RECALLOC_CACHE" {
+            if (k.starts_with("RECALLOC_") && k != "RECALLOC_TANSU_BIN" && k != "RECALLOC_CACHE")
+                || is_otel_setting(&k)
+            {
                 cmd.env_remove(k);
             }
         }
@@ -613,7 +621,7 @@ impl Cluster {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(bin("recalloc-rank"));
         for (k, _) in std::env::vars() {
-            if k.starts_with("RECALLOC_") {
+            if k.starts_with("RECALLOC_") || is_otel_setting(&k) {
                 cmd.env_remove(k);
             }
         }
@@ -683,7 +691,7 @@ impl Cluster {
         c.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut cmd = Command::new(bin(binary));
         for (k, _) in std::env::vars() {
-            if k.starts_with("RECALLOC_") {
+            if k.starts_with("RECALLOC_") || is_otel_setting(&k) {
                 cmd.env_remove(k);
             }
         }
@@ -725,7 +733,7 @@ impl Cluster {
     pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("recalloc"));
         for (k, _) in std::env::vars() {
-            if k.starts_with("RECALLOC_") {
+            if k.starts_with("RECALLOC_") || is_otel_setting(&k) {
                 cmd.env_remove(k);
             }
         }

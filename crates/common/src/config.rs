@@ -545,6 +545,9 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`; empty = no export.
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_ENDPOINT` win when set.
+    pub otlp_endpoint: String,
 }
 
 impl Default for TelemetryConfig {
@@ -552,6 +555,7 @@ impl Default for TelemetryConfig {
         Self {
             log_filter: "info".into(),
             log_format: "text".into(),
+            otlp_endpoint: String::new(),
         }
     }
 }

@@ -146,6 +146,7 @@ pub async fn run(
         tracing::info!("embed.consume is off: serving Embed only, not consuming the topics");
     }
     let grpc = server
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health)
         .add_service(reflection)

@@ -11,10 +11,10 @@
 use crate::codec;
 use crate::state::Record;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use recalloc_common::config::Config;
-use recalloc_common::trace_context::TraceContext;
+use recalloc_common::trace_context::{self, TRACEPARENT, TRACESTATE};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -58,20 +58,71 @@ pub struct Consumed {
     pub partition: i32,
     pub offset: i64,
     pub record: Result<Record, codec::DecodeError>,
+    /// The message's processing span, a child of the producer's context: open from receipt
+    /// until the message is dropped, i.e. until its batch is stored and committed.
+    pub span: tracing::Span,
+}
+
+/// A header's value as text, if the message has that header and it is UTF-8.
+pub fn header_str<'a>(headers: &'a impl Headers, key: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Headers carrying a trace context, for a producer that puts it in headers rather than in the
+/// record's `traceparent` field (recalloc's ingest uses the field: see `records.proto`).
+pub fn trace_headers(traceparent: &str, tracestate: Option<&str>) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: TRACEPARENT,
+        value: Some(traceparent),
+    });
+    if let Some(s) = tracestate.filter(|s| !s.is_empty()) {
+        h = h.insert(rdkafka::message::Header {
+            key: TRACESTATE,
+            value: Some(s),
+        });
+    }
+    h
+}
+
+/// The producer's trace context of a message: a `traceparent` header (what other producers
+/// use) if there is one, else the record's `traceparent` field (what ingest writes). Empty when
+/// neither: the message then starts a new trace.
+pub fn producer_context<'a>(
+    headers: Option<&'a impl Headers>,
+    record: Option<&'a Record>,
+) -> (&'a str, Option<&'a str>) {
+    if let Some(h) = headers
+        && let Some(tp) = header_str(h, TRACEPARENT)
+    {
+        return (tp, header_str(h, TRACESTATE));
+    }
+    (record.map(Record::traceparent).unwrap_or_default(), None)
 }
 
 fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
     let record = codec::decode(m.topic(), m.payload());
-    if let Ok(r) = &record
-        && let Some(tp) = TraceContext::parse(r.traceparent())
-    {
-        tracing::trace!(trace_id = %tp.trace_id_hex(), topic = m.topic(), offset = m.offset(), "consumed");
-    }
+    let span = tracing::info_span!(
+        parent: None,
+        "consume",
+        otel.name = %format_args!("{} process", m.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = m.topic(),
+        messaging.destination.partition.id = m.partition(),
+        messaging.kafka.offset = m.offset(),
+    );
+    let (traceparent, tracestate) = producer_context(m.headers(), record.as_ref().ok());
+    trace_context::set_remote_parent(&span, traceparent, tracestate);
     Consumed {
         topic: m.topic().to_owned(),
         partition: m.partition(),
         offset: m.offset(),
         record,
+        span,
     }
 }
 
@@ -222,5 +273,70 @@ pub async fn report_lag(
         }
         Ok(Err(e)) => readiness.record("kafka", Err(e)).await,
         Err(e) => readiness.record("kafka", Err(e.to_string())).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recalloc_proto::v1::ItemRecord;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const FIELD_TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    fn item_with(traceparent: &str) -> Record {
+        Record::Item(ItemRecord {
+            traceparent: traceparent.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn trace_headers_round_trip() {
+        let h = trace_headers(TP, Some("vendor=x"));
+        assert_eq!(header_str(&h, TRACEPARENT), Some(TP));
+        assert_eq!(header_str(&h, TRACESTATE), Some("vendor=x"));
+        assert_eq!(producer_context(Some(&h), None), (TP, Some("vendor=x")));
+        // No tracestate header for an empty one.
+        assert_eq!(trace_headers(TP, Some("")).count(), 1);
+    }
+
+    #[test]
+    fn header_wins_over_the_record_field_which_is_the_fallback() {
+        let rec = item_with(FIELD_TP);
+        let h = trace_headers(TP, None);
+        assert_eq!(producer_context(Some(&h), Some(&rec)), (TP, None));
+        let unrelated = OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "other",
+            value: Some("x"),
+        });
+        assert_eq!(
+            producer_context(Some(&unrelated), Some(&rec)),
+            (FIELD_TP, None)
+        );
+        assert_eq!(
+            producer_context(None::<&OwnedHeaders>, Some(&rec)),
+            (FIELD_TP, None)
+        );
+        assert_eq!(producer_context(None::<&OwnedHeaders>, None), ("", None));
+    }
+
+    #[test]
+    fn invalid_header_bytes_are_ignored() {
+        let h = OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: TRACEPARENT,
+            value: Some(&b"\xff\xfe"[..]),
+        });
+        let rec = item_with(FIELD_TP);
+        assert_eq!(header_str(&h, TRACEPARENT), None);
+        assert_eq!(producer_context(Some(&h), Some(&rec)), (FIELD_TP, None));
+        // A malformed value is ignored where it is parsed: the message starts a new trace.
+        let span = tracing::Span::none();
+        assert!(!trace_context::set_remote_parent(
+            &span,
+            "00-nonsense",
+            None
+        ));
+        assert!(trace_context::set_remote_parent(&span, TP, None));
     }
 }

@@ -91,6 +91,7 @@ pub async fn run(
 
     let token = recalloc_common::auth::token(&cfg.security).map_err(ServeError::Config)?;
     let grpc = server
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .layer(recalloc_common::auth::RequireToken::new(token, &WRITES))
         .add_service(health)

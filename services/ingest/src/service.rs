@@ -13,7 +13,7 @@ use crate::validate::{self, Limits, RecordError};
 use prost::Message;
 use recalloc_common::Metrics;
 use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
-use recalloc_common::trace_context::TraceContext;
+use recalloc_common::trace_context;
 use recalloc_proto::topics;
 use recalloc_proto::v1::{
     self, GetStatsRequest, IngestResponse, RecordEventsRequest, Stats, UpsertItemsRequest,
@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -131,7 +132,7 @@ impl IngestService {
         events: &[v1::Event],
         first_index: u32,
         seen: &mut HashSet<String>,
-        trace: &TraceContext,
+        traceparent: &str,
     ) -> Prepared {
         let now = now_ms();
         let mut p = Prepared::default();
@@ -139,7 +140,7 @@ impl IngestService {
             let index = first_index + i as u32;
             match validate::event(index, e, now, now, &self.limits) {
                 Ok(mut rec) => {
-                    rec.traceparent = trace.to_string();
+                    rec.traceparent = traceparent.to_owned();
                     if !seen.insert(rec.event_id.clone()) {
                         p.response.duplicates += 1;
                         continue;
@@ -161,16 +162,24 @@ impl IngestService {
     async fn send(
         &self,
         topic: &'static str,
-        trace: &TraceContext,
         mut p: Prepared,
         accepted_before: u32,
     ) -> Result<IngestResponse, IngestError> {
         let total = p.messages.len();
         let rejected = p.response.rejected.len() as u64;
         let duplicates = u64::from(p.response.duplicates);
+        let publish = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("{topic} publish"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.destination.name = topic,
+            messaging.batch.message_count = total,
+        );
         let outcome = self
             .producer
             .send_all(topic, std::mem::take(&mut p.messages))
+            .instrument(publish)
             .await;
         let failed: Vec<&String> = outcome.iter().flatten().collect();
         let acked = (total - failed.len()) as u64;
@@ -189,7 +198,7 @@ impl IngestService {
         count("duplicate", duplicates);
         count("unacknowledged", failed.len() as u64);
         if let Some(first) = failed.first() {
-            tracing::warn!(trace_id = %trace.trace_id_hex(), failed = failed.len(), total, error = %first, "broker did not acknowledge");
+            tracing::warn!(failed = failed.len(), total, error = %first, "broker did not acknowledge");
             return Err(IngestError::Unavailable {
                 failed: failed.len(),
                 total,
@@ -211,7 +220,7 @@ impl IngestService {
                 .collect();
             return Err(IngestError::AllRejected(errors));
         }
-        tracing::debug!(trace_id = %trace.trace_id_hex(), topic, accepted = total, "batch acknowledged");
+        tracing::debug!(topic, accepted = total, "batch acknowledged");
         Ok(p.response)
     }
 
@@ -265,11 +274,12 @@ impl Ingest for IngestService {
         &self,
         req: Request<RecordEventsRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let trace = TraceContext::from_metadata(req.metadata());
+        // The call's span (see `GrpcTraceLayer`) is current: its records carry its context.
+        let traceparent = trace_context::current_traceparent();
         let events = req.into_inner().events;
         self.check_size("events", events.len())?;
-        let prepared = self.prepare_events(&events, 0, &mut HashSet::new(), &trace);
-        let resp = self.send(topics::EVENTS, &trace, prepared, 0).await?;
+        let prepared = self.prepare_events(&events, 0, &mut HashSet::new(), &traceparent);
+        let resp = self.send(topics::EVENTS, prepared, 0).await?;
         Ok(Response::new(resp))
     }
 
@@ -277,7 +287,7 @@ impl Ingest for IngestService {
         &self,
         req: Request<Streaming<RecordEventsRequest>>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let trace = TraceContext::from_metadata(req.metadata());
+        let traceparent = trace_context::current_traceparent();
         let mut stream = req.into_inner();
         let mut total = IngestResponse::default();
         let mut seen = HashSet::new();
@@ -285,12 +295,9 @@ impl Ingest for IngestService {
         while let Some(batch) = stream.message().await? {
             let n = batch.events.len();
             self.check_size("events", n)?;
-            let prepared = self.prepare_events(&batch.events, next_index, &mut seen, &trace);
+            let prepared = self.prepare_events(&batch.events, next_index, &mut seen, &traceparent);
             next_index += n as u32;
-            let mut r = match self
-                .send(topics::EVENTS, &trace, prepared, total.accepted)
-                .await
-            {
+            let mut r = match self.send(topics::EVENTS, prepared, total.accepted).await {
                 Ok(r) => r,
                 // A batch of only bad records doesn't end the stream; the summary lists them.
                 Err(IngestError::AllRejected(errors)) => IngestResponse {
@@ -312,7 +319,7 @@ impl Ingest for IngestService {
         &self,
         req: Request<UpsertItemsRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let trace = TraceContext::from_metadata(req.metadata());
+        let traceparent = trace_context::current_traceparent();
         let items = req.into_inner().items;
         self.check_size("items", items.len())?;
         let now = now_ms();
@@ -326,14 +333,14 @@ impl Ingest for IngestService {
                         .map(|i| i.item_id.clone())
                         .unwrap_or_default(),
                     payload: {
-                        rec.traceparent = trace.to_string();
+                        rec.traceparent = traceparent.clone();
                         rec.encode_to_vec()
                     },
                 }),
                 Err(e) => p.response.rejected.push(e.into()),
             }
         }
-        let resp = self.send(topics::ITEMS, &trace, p, 0).await?;
+        let resp = self.send(topics::ITEMS, p, 0).await?;
         Ok(Response::new(resp))
     }
 
@@ -341,7 +348,7 @@ impl Ingest for IngestService {
         &self,
         req: Request<UpsertUsersRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let trace = TraceContext::from_metadata(req.metadata());
+        let traceparent = trace_context::current_traceparent();
         let users = req.into_inner().users;
         self.check_size("users", users.len())?;
         let now = now_ms();
@@ -355,14 +362,14 @@ impl Ingest for IngestService {
                         .map(|u| u.user_id.clone())
                         .unwrap_or_default(),
                     payload: {
-                        rec.traceparent = trace.to_string();
+                        rec.traceparent = traceparent.clone();
                         rec.encode_to_vec()
                     },
                 }),
                 Err(e) => p.response.rejected.push(e.into()),
             }
         }
-        let resp = self.send(topics::USERS, &trace, p, 0).await?;
+        let resp = self.send(topics::USERS, p, 0).await?;
         Ok(Response::new(resp))
     }
 

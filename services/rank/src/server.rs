@@ -193,6 +193,7 @@ pub async fn run(
     });
 
     let grpc = server
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .layer(recalloc_common::auth::RequireToken::new(token, &ADMIN))
         .add_service(health)

@@ -404,6 +404,7 @@ pub async fn run(
     };
 
     let grpc = server
+        .layer(recalloc_common::trace_context::GrpcTraceLayer)
         .layer(GrpcMetricsLayer::new(metrics.clone()))
         .add_service(health)
         .add_service(reflection)

@@ -30,9 +30,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(m) = args.model_dir {
         cfg.embed.model_dir = m;
     }
-    if let Err(e) =
-        recalloc_embed::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await
-    {
+    let result =
+        recalloc_embed::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await;
+    // Last phase of shutdown: queued spans to the collector.
+    recalloc_common::telemetry::shutdown().await;
+    if let Err(e) = result {
         tracing::error!(error = %e, "embed failed");
         eprintln!("recalloc-embed: {e}");
         std::process::exit(1);

@@ -43,6 +43,8 @@ async fn main() -> anyhow::Result<()> {
     .await;
     stop.stop();
     let _ = http.await;
+    // Last phase of shutdown: queued spans to the collector.
+    recalloc_common::telemetry::shutdown().await;
     result?;
     tracing::info!("featurizer stopped");
     Ok(())

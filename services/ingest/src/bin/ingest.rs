@@ -19,6 +19,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg =
         recalloc_common::config_and_telemetry_or_exit("recalloc-ingest", args.config.as_deref());
-    recalloc_ingest::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await?;
+    let result =
+        recalloc_ingest::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await;
+    // Last phase of shutdown: queued spans to the collector.
+    recalloc_common::telemetry::shutdown().await;
+    result?;
     Ok(())
 }

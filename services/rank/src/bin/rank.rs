@@ -18,9 +18,10 @@ async fn main() {
     let args = Args::parse();
     let cfg =
         recalloc_common::config_and_telemetry_or_exit("recalloc-rank", args.config.as_deref());
-    if let Err(e) =
-        recalloc_rank::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await
-    {
+    let result = recalloc_rank::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await;
+    // Last phase of shutdown: queued spans to the collector.
+    recalloc_common::telemetry::shutdown().await;
+    if let Err(e) = result {
         tracing::error!(error = %e, "rank failed");
         eprintln!("recalloc-rank: {e}");
         std::process::exit(1);
