@@ -5,8 +5,9 @@
 //!
 //! - Recommend requests are *scheduled* at RATE per second and latency is measured from the
 //!   scheduled time, so a stall shows as latency instead of silently lowering the rate
-//!   (no coordinated omission). At most 512 calls are in flight; beyond that a request counts
-//!   as an error (`overloaded`).
+//!   (no coordinated omission). At most 512 calls are in flight; a request due beyond that is
+//!   not sent and counts as `dropped` (the client's queue is full), apart from `errors` (calls
+//!   that failed). RATE 0 sends no Recommend: ingestion only, e.g. beside a capacity probe.
 //! - Ingestion: RecordEvents batches of 100 VIEW events at EVENTS_PER_S, for random users and
 //!   items from the files, with fresh event ids (each one is new work for the featurizer).
 //! - Every 60 s (a window): count, errors, p50/p99/p999 of Recommend, events accepted, and the
@@ -31,6 +32,7 @@ const BATCH: usize = 100;
 struct Window {
     latency: Option<hdrhistogram::Histogram<u64>>,
     errors: u64,
+    dropped: u64,
 }
 
 fn lines(path: &str) -> Vec<String> {
@@ -176,18 +178,26 @@ async fn main() {
 
     // Open-loop Recommend.
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let interval = Duration::from_secs_f64(1.0 / rate);
+    // RATE 0: no reads, only the ingestion (the loop below then just waits out the time).
+    let interval = if rate > 0.0 {
+        Duration::from_secs_f64(1.0 / rate)
+    } else {
+        Duration::from_secs(seconds + 1)
+    };
     let mut next = Instant::now();
     let mut i = 0usize;
     let mut calls = Vec::new();
-    while next < end {
+    if rate <= 0.0 {
+        tokio::time::sleep_until(end.into()).await;
+    }
+    while rate > 0.0 && next < end {
         tokio::time::sleep_until(next.into()).await;
         let scheduled = next;
         next += interval;
         i += 1;
         let w = window_of(scheduled).min(n_windows - 1);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            windows[w].lock().await.errors += 1;
+            windows[w].lock().await.dropped += 1;
             continue;
         };
         let (mut rank, users, windows) = (rank.clone(), users.clone(), windows.clone());
@@ -243,7 +253,7 @@ async fn main() {
             .collect();
         rows.push(serde_json::json!({
             "minute": n, "requests": count, "requests_per_s": count as f64 / 60.0,
-            "errors": w.errors, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+            "errors": w.errors, "dropped": w.dropped, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
             "rss_mib_at_start": rss,
         }));
     }
@@ -258,12 +268,13 @@ async fn main() {
         })
         .collect();
     let errors: u64 = rows.iter().map(|r| r["errors"].as_u64().unwrap()).sum();
+    let dropped: u64 = rows.iter().map(|r| r["dropped"].as_u64().unwrap()).sum();
     println!(
         "{}",
         serde_json::json!({
             "rate": rate, "seconds": seconds, "events_per_s": events_per_s,
             "windows": rows, "rss_mib_at_end": last_rss,
-            "errors": errors,
+            "errors": errors, "dropped": dropped,
             "events_accepted": events_ok.load(Ordering::Relaxed),
             "events_failed": events_failed.load(Ordering::Relaxed),
         })
