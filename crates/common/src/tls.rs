@@ -220,8 +220,9 @@ pub fn endpoint(address: &str, cfg: &SecurityConfig) -> Result<Endpoint, TlsErro
     }
 }
 
-/// An error and its sources on one line (tonic's own Display says only "transport error").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources on one line (tonic's and hyper's own Display often say only
+/// "transport error" or "client error"). Also used by the scheduler's scraper.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -346,7 +346,10 @@ async fn get(http: &HttpClient, url: &http::Uri) -> Result<(u16, Vec<u8>), Colle
             .header(http::header::USER_AGENT, "recalloc-scheduler")
             .body(Empty::new())
             .map_err(|e| fail(e.to_string()))?;
-        let res = http.request(req).await.map_err(|e| fail(error_chain(&e)))?;
+        let res = http
+            .request(req)
+            .await
+            .map_err(|e| fail(recalloc_common::tls::error_chain(&e)))?;
         let status = res.status().as_u16();
         let body = Limited::new(res.into_body(), MAX_BODY)
             .collect()
@@ -358,18 +361,6 @@ async fn get(http: &HttpClient, url: &http::Uri) -> Result<(u16, Vec<u8>), Colle
     tokio::time::timeout(TIMEOUT, fetch)
         .await
         .map_err(|_| fail(format!("no complete answer within {TIMEOUT:?}")))?
-}
-
-/// `e` and its sources, `: `-separated (hyper's own message is often just "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 async fn scrape_sum(
