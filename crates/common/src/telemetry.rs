@@ -20,7 +20,10 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-use tracing_subscriber::filter::Targets;
+use tracing::subscriber::Interest;
+use tracing::{Metadata, span};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
 
 /// How long [`shutdown`] waits for queued spans to reach the collector.
@@ -52,6 +55,7 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<(), String> {
         _ => EnvFilter::try_new(&cfg.log_filter)
             .map_err(|e| format!("invalid config key telemetry.log_filter: {e}"))?,
     };
+    let filter = AskedEveryTime(filter);
     let fmt_layer: Box<dyn Layer<Registry> + Send + Sync> = match cfg.log_format.as_str() {
         "json" => fmt::layer()
             .json()
@@ -85,8 +89,7 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<(), String> {
             .build()
             .map_err(|e| format!("OTLP exporter for {endpoint}: {e}"))?;
         // Exports run as tasks on this Tokio runtime, where the tonic channel's connection
-        // lives: with the SDK's default batch thread, the embed process (its runtime busy
-        // next to libtorch's threads) lost about one export in four in the tracing test.
+        // lives, rather than on the SDK's own batch thread.
         let processor = BatchSpanProcessor::builder(
             LoggedExporter {
                 inner: exporter,
@@ -107,7 +110,9 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<(), String> {
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(Targets::new().with_target("recalloc", tracing::Level::INFO));
+        .with_filter(AskedEveryTime(
+            Targets::new().with_target("recalloc", tracing::Level::INFO),
+        ));
     tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)
@@ -135,6 +140,61 @@ pub async fn shutdown() {
         tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT)).await;
     if let Ok(Err(e)) = flushed {
         tracing::debug!(error = %e, "flushing spans at shutdown");
+    }
+}
+
+/// A per-layer filter whose callsites are never cached as "always": `tracing` then asks
+/// [`Filter::enabled`] right before every span and event it lets through.
+///
+/// Why: a per-layer filter hands its decision from `enabled` to `on_new_span` through a
+/// thread-local. For a callsite cached as "always" the macros skip `enabled`, so the layer reads
+/// whatever the last `enabled` call on that thread decided, for other metadata. A `log` record of
+/// a dependency (through `tracing-log`, checked dynamically) left "disabled" there and the embed
+/// worker's next record span silently never became an OpenTelemetry span: about one run in two
+/// of the tracing test lost the embed's span (tokio-rs/tracing#2519).
+struct AskedEveryTime<F>(F);
+
+impl<S, F: Filter<S>> Filter<S> for AskedEveryTime<F> {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        let interest = self.0.callsite_enabled(meta);
+        if interest.is_always() {
+            Interest::sometimes()
+        } else {
+            interest
+        }
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    // EnvFilter tracks spans for its span-scoped directives: pass every span callback on.
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_new_span(attrs, id, cx)
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, cx: Context<'_, S>) {
+        self.0.on_record(id, values, cx)
+    }
+
+    fn on_enter(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_enter(id, cx)
+    }
+
+    fn on_exit(&self, id: &span::Id, cx: Context<'_, S>) {
+        self.0.on_exit(id, cx)
+    }
+
+    fn on_close(&self, id: span::Id, cx: Context<'_, S>) {
+        self.0.on_close(id, cx)
     }
 }
 
@@ -181,6 +241,42 @@ impl SpanExporter for LoggedExporter {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::sync::Arc;
+
+    /// Records the names of the spans it is told about.
+    #[derive(Clone, Default)]
+    struct SeenSpans(Arc<Mutex<Vec<String>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for SeenSpans {
+        fn on_new_span(&self, attrs: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(attrs.metadata().name().to_owned());
+        }
+    }
+
+    #[test]
+    fn a_foreign_dynamic_check_does_not_hide_the_next_span_from_a_filtered_layer() {
+        let seen = SeenSpans::default();
+        let subscriber = Registry::default()
+            // Another layer that wants everything (like the log output at a verbose level).
+            .with(SeenSpans::default())
+            .with(seen.clone().with_filter(AskedEveryTime(
+                Targets::new().with_target("recalloc", tracing::Level::INFO),
+            )));
+        tracing::subscriber::with_default(subscriber, || {
+            let foreign = tracing::info_span!(target: "foreign", "foreign");
+            let foreign_meta = foreign.metadata().expect("enabled by the other layer");
+            for round in 0..3 {
+                // What `log_enabled!` through tracing-log does: a dynamic check, here for
+                // metadata the filtered layer rejects.
+                tracing::dispatcher::get_default(|d| d.enabled(foreign_meta));
+                let _span = tracing::info_span!(target: "recalloc_test", "ours", round);
+            }
+        });
+        assert_eq!(*seen.0.lock().unwrap(), vec!["ours"; 3]);
+    }
 
     #[test]
     fn endpoint_from_env_then_config_or_off() {
