@@ -6,7 +6,9 @@
 #     --strict against Kubernetes $KUBE_VERSION (custom resources — KEDA's ScaledObject and the
 #     ServiceMonitor — have no schema there and are reported as skipped);
 #  4. the scheduler's Role grants only Deployments, their scale, and (when enabled) its Lease;
-#  5. values that cannot work are refused with a message (too many consumer replicas, several
+#  5. with TLS on, every KEDA trigger authenticates with a rendered TriggerAuthentication that
+#     carries the CA (and the client certificate when the servers require one);
+#  6. values that cannot work are refused with a message (too many consumer replicas, several
 #     schedulers without leader election).
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
@@ -32,7 +34,7 @@ PY
     || { bad "$name: rendering failed"; continue; }
   "$kv_venv/bin/kubernetes-validate" --strict -k "$KUBE_VERSION" --quiet "$work/$name"/*.yaml >"$work/$name.kv" 2>&1 \
     || { cat "$work/$name.kv" >&2; bad "$name: kubernetes-validate $KUBE_VERSION"; }
-  grep -v "Couldn't find schema for kind \(ScaledObject\|ServiceMonitor\)" "$work/$name.kv" | grep . >&2 || true
+  grep -v "Couldn't find schema for kind \(ScaledObject\|ServiceMonitor\|TriggerAuthentication\)" "$work/$name.kv" | grep . >&2 || true
   # The Role: nothing beyond deployments, deployments/scale and leases, and no wildcard verb.
   "$chart_py" - "$work/$name"/*.yaml <<'PY' || bad "$name: a Role grants more than it should"
 import sys, yaml
@@ -51,6 +53,28 @@ for path in sys.argv[1:]:
                         print(f"  {path}: grants {g}/{r}", file=sys.stderr); ok = False
             if "*" in rule["verbs"]:
                 print(f"  {path}: a wildcard verb", file=sys.stderr); ok = False
+sys.exit(0 if ok else 1)
+PY
+  # KEDA against a TLS scheduler: each trigger names a TriggerAuthentication with what it needs.
+  "$chart_py" - "$work/$name.json" "$work/$name"/*.yaml <<'PY' || bad "$name: KEDA cannot reach a TLS scheduler"
+import json, sys, yaml
+values = json.load(open(sys.argv[1]))
+tls = values["security"]["tls"]
+docs = [d for p in sys.argv[2:] for d in yaml.safe_load_all(open(p)) if d]
+auths = {d["metadata"]["name"]: {r["parameter"] for r in d["spec"]["secretTargetRef"]}
+         for d in docs if d["kind"] == "TriggerAuthentication"}
+need = {"caCert"} | ({"tlsClientCert", "tlsClientKey"} if tls["requireClientCerts"] else set())
+ok = True
+for d in docs:
+    if d["kind"] != "ScaledObject":
+        continue
+    for t in d["spec"]["triggers"]:
+        ref = (t.get("authenticationRef") or {}).get("name")
+        if not tls["enabled"]:
+            if ref:
+                print(f"  {d['metadata']['name']}: authenticationRef without TLS", file=sys.stderr); ok = False
+        elif ref not in auths or not need <= auths[ref]:
+            print(f"  {d['metadata']['name']}: trigger auth {ref!r} lacks {sorted(need - auths.get(ref, set()))}", file=sys.stderr); ok = False
 sys.exit(0 if ok else 1)
 PY
   echo "chart: $name renders $(ls "$work/$name" | wc -l) files, schema ok, kubernetes-validate $KUBE_VERSION ok" >&2
