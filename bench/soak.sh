@@ -4,7 +4,7 @@
 # (default 600) of Recommend at 80 % of it, open loop, with ingestion beside it (RecordEvents at
 # SOAK_EVENTS_PER_S, default 1000/s, fresh events the featurizer and embed apply). Per minute:
 # p50/p99/p999, failed calls, calls the client could not send (more than 512 in flight), and
-# the resident memory of every service. The goal is flatness: p99 and
+# the resident memory and CPU use of every service, the broker and Redis. The goal is flatness: p99 and
 # memory of the last minute against the first, and no error. Starts the local cluster and loads
 # and trains the goodbooks sample when Redis is empty; appends a row to bench/results.md and
 # keeps the per-minute JSON in bench/soak-last.json.
@@ -26,7 +26,7 @@ redis-cli -p "$redis_port" srandmember '{rc}:users' 5000 >"$w/users.txt"
 redis-cli -p "$redis_port" srandmember '{rc}:items' 5000 >"$w/items.txt"
 [ -s "$w/users.txt" ] && [ -s "$w/items.txt" ] || die "no users or items in Redis: run make demo first"
 pids=()
-for s in ingest featurizer embed rank scheduler; do
+for s in ingest featurizer embed rank scheduler tansu redis; do
   [ -f "$run/$s.pid" ] && kill -0 "$(cat "$run/$s.pid")" 2>/dev/null && pids+=("$s=$(cat "$run/$s.pid")")
 done
 say "measuring the maximum Recommend rate with the ingestion running (closed loop, 16 clients, 20 s)"

@@ -10,8 +10,10 @@
 //!   that failed). RATE 0 sends no Recommend: ingestion only, e.g. beside a capacity probe.
 //! - Ingestion: RecordEvents batches of 100 VIEW events at EVENTS_PER_S, for random users and
 //!   items from the files, with fresh event ids (each one is new work for the featurizer).
-//! - Every 60 s (a window): count, errors, p50/p99/p999 of Recommend, events accepted, and the
-//!   resident memory (VmRSS) of each NAME=PID process.
+//! - Every 60 s (a window): count, errors, p50/p99/p999 of Recommend, events accepted, and for
+//!   each NAME=PID process its resident memory (VmRSS) at the window's start and the CPU it used
+//!   during the window (in cores): on a shared machine a neighbour that takes more CPU over time
+//!   raises the tail without any growth in the service measured.
 //!
 //! Prints one JSON object: the windows, and first-vs-last window comparisons.
 
@@ -43,6 +45,32 @@ fn lines(path: &str) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux whatever the kernel's HZ).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time a process has used so far (user + system) in seconds, from /proc (None when gone).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: f64 = f.next()?.parse().ok()?;
+    let stime: f64 = f.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// One sample of every process: (RSS MiB, CPU seconds so far) and when it was taken.
+type Sample = (Instant, Vec<(Option<f64>, Option<f64>)>);
+
+fn sample(pids: &[(String, u32)]) -> Sample {
+    (
+        Instant::now(),
+        pids.iter()
+            .map(|(_, p)| (rss_mib(*p), cpu_seconds(*p)))
+            .collect(),
+    )
 }
 
 /// Resident memory of a process in MiB, from /proc (None when it is gone).
@@ -158,20 +186,20 @@ async fn main() {
         })
     };
 
-    // Memory samples, one per window (at its start) and one at the end.
+    // Memory and CPU samples, one per window (at its start) and one at the end.
     let sampler = {
         let pids = pids.clone();
         tokio::spawn(async move {
-            let mut samples: Vec<Vec<Option<f64>>> = Vec::new();
+            let mut samples: Vec<Sample> = Vec::new();
             loop {
-                samples.push(pids.iter().map(|(_, p)| rss_mib(*p)).collect());
+                samples.push(sample(&pids));
                 if Instant::now() + WINDOW > end + Duration::from_secs(1) {
                     break;
                 }
                 tokio::time::sleep(WINDOW).await;
             }
             tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
-            samples.push(pids.iter().map(|(_, p)| rss_mib(*p)).collect());
+            samples.push(sample(&pids));
             samples
         })
     };
@@ -247,14 +275,27 @@ async fn main() {
             .map(|(k, (name, _))| {
                 (
                     name.clone(),
-                    serde_json::json!(samples.get(n).and_then(|s| s[k])),
+                    serde_json::json!(samples.get(n).and_then(|s| s.1[k].0)),
                 )
+            })
+            .collect();
+        // Cores used over the window: CPU seconds between its samples over the seconds between.
+        let cpu: serde_json::Map<String, serde_json::Value> = pids
+            .iter()
+            .enumerate()
+            .map(|(k, (name, _))| {
+                let used = samples.get(n).zip(samples.get(n + 1)).and_then(|(a, b)| {
+                    let (t0, t1) = (a.1[k].1?, b.1[k].1?);
+                    let dt = b.0.duration_since(a.0).as_secs_f64();
+                    (dt > 0.0).then(|| ((t1 - t0) / dt * 100.0).round() / 100.0)
+                });
+                (name.clone(), serde_json::json!(used))
             })
             .collect();
         rows.push(serde_json::json!({
             "minute": n, "requests": count, "requests_per_s": count as f64 / 60.0,
             "errors": w.errors, "dropped": w.dropped, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
-            "rss_mib_at_start": rss,
+            "rss_mib_at_start": rss, "cpu_cores": cpu,
         }));
     }
     let last_rss: serde_json::Map<String, serde_json::Value> = pids
@@ -263,7 +304,7 @@ async fn main() {
         .map(|(k, (name, _))| {
             (
                 name.clone(),
-                serde_json::json!(samples.last().and_then(|s| s[k])),
+                serde_json::json!(samples.last().and_then(|s| s.1[k].0)),
             )
         })
         .collect();
