@@ -467,9 +467,10 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
     let mut pipe = redis::pipe();
     for id in &acked {
         let i: u32 = id.split('-').nth(1).unwrap().parse().unwrap();
-        pipe.sismember(state::user_applied_key(&format!("u{}", i % 37)), id);
+        pipe.zscore(state::user_recent_key(&format!("u{}", i % 37)), id);
     }
-    let present: Vec<bool> = pipe.query_async(&mut con).await.unwrap();
+    let scores: Vec<Option<f64>> = pipe.query_async(&mut con).await.unwrap();
+    let present: Vec<bool> = scores.iter().map(Option::is_some).collect();
     let lost: Vec<&String> = acked
         .iter()
         .zip(&present)
@@ -632,4 +633,98 @@ fn count_in_log(brokers: &str, ids: &[&String]) -> usize {
         }
     }
     found
+}
+
+/// The exactly-once guard remembers an event id for `featurizer.dedup_window_s` after the event
+/// was produced, judged by the records' Kafka timestamps (not the clock, so a replay decides the
+/// same): a copy inside the window is ignored, one produced later counts again, and the user's
+/// guard holds only the ids of the last window, so its memory is bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exactly_once_guard_remembers_an_id_for_one_window() {
+    use prost::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use recalloc_proto::v1::EventRecord;
+
+    let mut c = Cluster::infra().unwrap();
+    c.extra_env = vec![("RECALLOC_FEATURIZER_DEDUP_WINDOW_S".into(), "60".into())];
+    c.start_featurizer().unwrap();
+    let mut con = c.redis_con().await.unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", c.brokers())
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    // An hour ago: only the produce times matter, not how long ago they were.
+    let t0 = now_ms() - 3_600_000;
+    // (event id, produced this many seconds after t0), one user, so one partition, in order.
+    let sends = [
+        ("a", 0),   // applied
+        ("a", 30),  // a copy inside the window: ignored
+        ("b", 40),  // applied
+        ("a", 61),  // the first `a` is more than 60 s older: forgotten, so this counts
+        ("c", 200), // applied; `a` and `b` are now out of the window
+    ];
+    for (id, s) in sends {
+        let at = t0 + s * 1000;
+        let record = EventRecord {
+            event_id: id.into(),
+            user_id: "w".into(),
+            item_id: format!("i-{id}"),
+            kind: EventKind::View as i32,
+            value: 1.0,
+            normalized_value: 1.0,
+            timestamp_ms: at,
+            ..Default::default()
+        };
+        let payload = record.encode_to_vec();
+        producer
+            .send(
+                FutureRecord::to(recalloc_proto::topics::EVENTS)
+                    .key("w")
+                    .payload(&payload)
+                    .timestamp(at),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    wait_events(&mut con, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_quiet(&mut con, Duration::from_secs(60)).await.unwrap();
+    let events: u64 = redis::cmd("HGET")
+        .arg(state::STATS)
+        .arg("events")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(events, 4, "a, b, a again after the window, c");
+    let user: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(state::user_key("w"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(user["events"], "4");
+    let guard: Vec<(String, i64)> = redis::cmd("ZRANGE")
+        .arg(state::user_recent_key("w"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        guard,
+        vec![("c".to_string(), t0 + 200_000)],
+        "one window of ids"
+    );
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(state::user_recent_key("w"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        (1..=60_000).contains(&ttl_ms),
+        "the guard expires a window after its last write: {ttl_ms}"
+    );
 }

@@ -170,6 +170,10 @@ pub struct FeaturizerConfig {
     pub group_id: String,
     /// Events kept per user in the recent-history list.
     pub history_len: u32,
+    /// How long an event id is remembered after the event was produced, in seconds: a record
+    /// with the same id produced within this window is not applied again (a client's retry, a
+    /// redelivery after a crash). The guard's memory is the ids of one window; 0 = forever.
+    pub dedup_window_s: u64,
     /// Records applied to Redis per round trip.
     pub batch_size: u32,
     /// How many featurizer replicas share the partitions, and which one this is: replica `i`
@@ -184,6 +188,7 @@ impl Default for FeaturizerConfig {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9105)),
             group_id: "recalloc-featurizer".into(),
             history_len: 200,
+            dedup_window_s: 86_400,
             batch_size: 500,
             replicas: 1,
             replica_index: 0,

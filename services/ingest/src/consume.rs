@@ -58,6 +58,9 @@ pub struct Consumed {
     pub partition: i32,
     pub offset: i64,
     pub record: Result<Record, codec::DecodeError>,
+    /// When the message was produced (its Kafka timestamp), in ms since the epoch; 0 when the
+    /// broker gives none.
+    pub produced_ms: i64,
     /// The message's processing span, a child of the producer's context: open from receipt
     /// until the message is dropped, i.e. until its batch is stored and committed.
     pub span: tracing::Span,
@@ -122,6 +125,7 @@ fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
         partition: m.partition(),
         offset: m.offset(),
         record,
+        produced_ms: m.timestamp().to_millis().unwrap_or(0),
         span,
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Order of effects per batch: decode → apply to Redis (idempotent, see [`crate::state`]) →
 //! commit offsets. A crash anywhere before the commit redelivers the batch, which the per-event
-//! guard in Redis then ignores; so the effect is exactly once although delivery is at least once.
+//! guard in Redis then ignores; so the effect is exactly once although delivery is at least once
+//! (within the guard's window, `featurizer.dedup_window_s`: see [`crate::state`]).
 //! `rebuild` replays the topics from the beginning into an emptied Redis with the same code.
 
 use crate::consume::{
@@ -50,9 +51,9 @@ async fn apply_batch(
     batch: &[Consumed],
     metrics: &Metrics,
 ) -> Result<u64, FeaturizerError> {
-    let records: Vec<Record> = batch
+    let records: Vec<(&Record, i64)> = batch
         .iter()
-        .filter_map(|c| c.record.as_ref().ok().cloned())
+        .filter_map(|c| Some((c.record.as_ref().ok()?, c.produced_ms)))
         .collect();
     let mut backoff = Duration::from_millis(100);
     let new_events = loop {
@@ -148,7 +149,7 @@ pub async fn run(
         metrics.clone(),
         readiness.clone(),
     ));
-    let scripts = Scripts::new(cfg.featurizer.history_len);
+    let scripts = Scripts::new(cfg.featurizer.history_len, cfg.featurizer.dedup_window_s);
     let max = cfg.featurizer.batch_size.max(1) as usize;
     // Offsets of what is in Redis; committed again synchronously at shutdown. (The consumer's
     // own position may be past a batch that shutdown interrupted before it was applied.)
@@ -250,7 +251,7 @@ pub async fn rebuild(
         return Ok(prog);
     }
     consumer.assign(&tpl)?;
-    let scripts = Scripts::new(cfg.featurizer.history_len);
+    let scripts = Scripts::new(cfg.featurizer.history_len, cfg.featurizer.dedup_window_s);
     let metrics = Metrics::new();
     while !end.is_empty() {
         let max = cfg.featurizer.batch_size.max(1) as usize;

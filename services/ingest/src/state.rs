@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `{rc}:user:<id>` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `first_seen_ms`, `last_seen_ms`, `profile_text`, `attributes` (JSON), `updated_at_ms` |
 //! | `{rc}:hist:<id>` | list | the user's events, newest first, at most `featurizer.history_len` JSON objects `{"event_id","item","kind","value","ts"}` |
-//! | `{rc}:applied:<id>` | set | ids of the events already applied for this user (the exactly-once guard) |
+//! | `{rc}:recent:<id>` | sorted set | ids of this user's events applied within the last `featurizer.dedup_window_s`, scored by when they were produced (the exactly-once guard); expires a window after its last write |
 //! | `{rc}:item:<id>` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `last_event_ms`, `title`, `description`, `tags` (JSON array), `attributes` (JSON), `updated_at_ms` |
 //! | `{rc}:users`, `{rc}:items` | set | every known user / item id |
 //! | `{rc}:popularity` | sorted set | item id → sum of kind weights of its events |
@@ -18,9 +18,17 @@
 //! (The kind of key comes before the id, so no id can make one key look like another.)
 //!
 //! Each record is applied by one Lua script, atomically: the event's id is added to the user's
-//! `applied` set first, and if it was already there nothing else changes. So a redelivered,
-//! replayed or duplicated event never counts twice, whatever the consumer's offsets say. Items and
+//! `recent` set first, and if it was already there nothing else changes. So a redelivered,
+//! replayed or duplicated event never counts twice, whatever the consumer's offsets say, as long
+//! as the copy was produced within `featurizer.dedup_window_s` (default a day) of the first: the
+//! guard forgets ids older than that, relative to the produce time (the Kafka timestamp) of the
+//! event being applied, so its memory is one window of ids rather than every id ever seen, and a
+//! replay of the log (`recalloc rebuild`) decides exactly as the live run did. Redelivery after a
+//! crash is seconds to minutes; a copy that arrives later than the window counts again. Items and
 //! users are last-writer-wins by `updated_at_ms`, which makes replaying them idempotent too.
+//! (Versions before the window kept every id in a set `{rc}:applied:<id>`; nothing reads those
+//! now, and `recalloc rebuild` or `redis-cli --scan --pattern '{rc}:applied:*' | xargs redis-cli
+//! unlink` frees them.)
 //!
 //! Why one slot for all of it: an event's script must change the guard and everything it guards
 //! in one step — the user, the item, and the global aggregates (`stats`, `popularity`, the id
@@ -54,8 +62,8 @@ pub fn user_key(user: &str) -> String {
 pub fn user_history_key(user: &str) -> String {
     format!("{{rc}}:hist:{user}")
 }
-pub fn user_applied_key(user: &str) -> String {
-    format!("{{rc}}:applied:{user}")
+pub fn user_recent_key(user: &str) -> String {
+    format!("{{rc}}:recent:{user}")
 }
 pub fn item_key(item: &str) -> String {
     format!("{{rc}}:item:{item}")
@@ -147,9 +155,15 @@ pub fn kind_name(kind: EventKind) -> &'static str {
 }
 
 const APPLY_EVENT: &str = r#"
--- KEYS: applied, user, hist, item, users, items, popularity, stats
--- ARGV: event_id, user_id, item_id, value, ts, is_rating, history_len, hist_entry, weight
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+-- KEYS: recent, user, hist, item, users, items, popularity, stats
+-- ARGV: event_id, user_id, item_id, value, ts, is_rating, history_len, hist_entry, weight,
+--       produced_ms, window_ms (0 = remember forever)
+local produced, window = tonumber(ARGV[10]), tonumber(ARGV[11])
+if window > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (produced - window))
+end
+if redis.call('ZADD', KEYS[1], 'NX', produced, ARGV[1]) == 0 then return 0 end
+if window > 0 then redis.call('PEXPIRE', KEYS[1], window) end
 local ts = tonumber(ARGV[5])
 local function touch(key, field_first, field_last)
   local last = tonumber(redis.call('HGET', key, field_last) or '-1')
@@ -197,23 +211,27 @@ pub struct Scripts {
     apply_event: redis::Script,
     upsert_entity: redis::Script,
     history_len: u32,
+    dedup_window_ms: u64,
 }
 
 impl Scripts {
-    pub fn new(history_len: u32) -> Self {
+    /// `dedup_window_s`: see [`recalloc_common::config::FeaturizerConfig::dedup_window_s`].
+    pub fn new(history_len: u32, dedup_window_s: u64) -> Self {
         Self {
             apply_event: redis::Script::new(APPLY_EVENT),
             upsert_entity: redis::Script::new(UPSERT_ENTITY),
             history_len: history_len.max(1),
+            dedup_window_ms: dedup_window_s.saturating_mul(1000),
         }
     }
 
-    /// Applies a batch of decoded records in one pipelined round trip. Returns how many events
-    /// were new (the rest were already applied).
+    /// Applies a batch of decoded records, each with the time it was produced (ms since the
+    /// epoch), in one pipelined round trip. Returns how many events were new (the rest were
+    /// already applied).
     pub async fn apply(
         &self,
         con: &mut RedisConnection,
-        records: &[Record],
+        records: &[(&Record, i64)],
     ) -> redis::RedisResult<u64> {
         if records.is_empty() {
             return Ok(0);
@@ -228,7 +246,7 @@ impl Scripts {
                 .await?;
         }
         let mut pipe = redis::pipe();
-        for r in records {
+        for &(r, produced_ms) in records {
             match r {
                 Record::Event(e) => {
                     let kind = EventKind::try_from(e.kind).unwrap_or(EventKind::Unspecified);
@@ -238,7 +256,7 @@ impl Scripts {
                     })
                     .to_string();
                     let mut inv = self.apply_event.prepare_invoke();
-                    inv.key(user_applied_key(&e.user_id))
+                    inv.key(user_recent_key(&e.user_id))
                         .key(user_key(&e.user_id))
                         .key(user_history_key(&e.user_id))
                         .key(item_key(&e.item_id))
@@ -254,7 +272,9 @@ impl Scripts {
                         .arg(if kind == EventKind::Rating { "1" } else { "0" })
                         .arg(self.history_len)
                         .arg(entry)
-                        .arg(kind_weight(kind));
+                        .arg(kind_weight(kind))
+                        .arg(produced_ms)
+                        .arg(self.dedup_window_ms);
                     pipe.invoke_script(&inv);
                 }
                 Record::Item(rec) => {
@@ -292,7 +312,7 @@ impl Scripts {
         let results: Vec<i64> = pipe.query_async(con).await?;
         let mut new_events = 0u64;
         let mut i = 0;
-        for r in records {
+        for &(r, _) in records {
             if matches!(r, Record::Event(_)) {
                 new_events += u64::from(results.get(i).copied().unwrap_or(0) == 1);
             }
