@@ -27,7 +27,7 @@ install:
 ## Start the local cluster, load the bundled goodbooks subset, embed the books, train, and show
 ## recommendations with explanations for three readers and the evaluation against popularity.
 demo: build up
-	$(CLI) load goodbooks $(DEMO_DATA)
+	@bash deploy/local/load-demo.sh $(DEMO_DATA)
 	@echo "waiting for the featurizer and the embed worker to catch up…"
 	@bash deploy/local/settle.sh
 	$(CLI) train --algorithm hybrid
