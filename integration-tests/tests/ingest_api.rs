@@ -688,17 +688,8 @@ async fn the_exactly_once_guard_remembers_an_id_for_one_window() {
             .await
             .unwrap();
     }
-    wait_events(&mut con, 4, Duration::from_secs(60))
-        .await
-        .unwrap();
-    wait_quiet(&mut con, Duration::from_secs(60)).await.unwrap();
-    let events: u64 = redis::cmd("HGET")
-        .arg(state::STATS)
-        .arg("events")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(events, 4, "a, b, a again after the window, c");
+    let stats = settled_stats(&mut con, 4).await.unwrap();
+    assert_eq!(stats["events"], 4, "a, b, a again after the window, c");
     let user: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(state::user_key("w"))
         .query_async(&mut con)
