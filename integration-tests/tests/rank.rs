@@ -133,15 +133,10 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
     let mut con = c.redis_con().await.unwrap();
     let data = store::training_data(&mut con).await.unwrap();
     let p = TrainParams {
-        algorithm: Algorithm::Hybrid,
         factors: 8,
         iterations: 5,
-        regularization: 0.05,
-        alpha: 0.25,
-        learning_rate: 0.01,
         threads: 2,
-        rating_min: 1.0,
-        rating_max: 5.0,
+        ..TrainParams::from_config(&Default::default(), Algorithm::Hybrid)
     };
     let (model, _) = train(&data, &p, "roundtrip".into(), 1).unwrap();
     assert_eq!(model.text_dim, 8);

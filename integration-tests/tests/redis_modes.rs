@@ -212,15 +212,10 @@ async fn the_main_flow_and_rebuild_run_on_a_redis_cluster_with_models_spread_ove
     // more than one primary, while the bookkeeping stays in `{rc}`.
     let data = store::training_data(&mut con).await.unwrap();
     let params = TrainParams {
-        algorithm: Algorithm::ImplicitAls,
         factors: 256,
         iterations: 2,
-        regularization: 0.05,
-        alpha: 0.25,
-        learning_rate: 0.01,
         threads: 2,
-        rating_min: 1.0,
-        rating_max: 5.0,
+        ..TrainParams::from_config(&Default::default(), Algorithm::ImplicitAls)
     };
     let (model, _) = train(&data, &params, "spread".into(), 1).unwrap();
     let meta = store::save_model(&mut con, &model, 1024, 5).await.unwrap();

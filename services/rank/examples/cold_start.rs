@@ -55,15 +55,10 @@ async fn main() {
     let mut out = serde_json::Map::new();
     for algorithm in [Algorithm::ImplicitAls, Algorithm::Hybrid] {
         let p = TrainParams {
-            algorithm,
             factors: 64,
             iterations: 15,
-            regularization: 0.05,
-            alpha: 0.25,
-            learning_rate: 0.01,
             threads: 2,
-            rating_min: 1.0,
-            rating_max: 5.0,
+            ..TrainParams::from_config(&Default::default(), algorithm)
         };
         let (model, _) = train(&data, &p, "cold".into(), 0).expect("train");
         let s = Served::new(model);

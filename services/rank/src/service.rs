@@ -288,18 +288,7 @@ impl RankService {
     }
 
     fn train_params(&self, algorithm: Algorithm) -> TrainParams {
-        let r = &self.cfg.rank;
-        TrainParams {
-            algorithm,
-            factors: r.factors as usize,
-            iterations: r.iterations as usize,
-            regularization: r.regularization as f32,
-            alpha: r.alpha as f32,
-            learning_rate: r.learning_rate as f32,
-            threads: r.threads as usize,
-            rating_min: self.cfg.ingest.rating_min,
-            rating_max: self.cfg.ingest.rating_max,
-        }
+        TrainParams::from_config(&self.cfg, algorithm)
     }
 
     /// Trains with the request's parameters (zero = configured default), stores the model as

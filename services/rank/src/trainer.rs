@@ -29,6 +29,24 @@ pub struct TrainParams {
     pub rating_max: f64,
 }
 
+impl TrainParams {
+    /// The configured training defaults (`rank.*`, and the rating scale of `ingest.*`).
+    pub fn from_config(cfg: &recalloc_common::config::Config, algorithm: Algorithm) -> Self {
+        let r = &cfg.rank;
+        Self {
+            algorithm,
+            factors: r.factors as usize,
+            iterations: r.iterations as usize,
+            regularization: r.regularization as f32,
+            alpha: r.alpha as f32,
+            learning_rate: r.learning_rate as f32,
+            threads: r.threads as usize,
+            rating_min: cfg.ingest.rating_min,
+            rating_max: cfg.ingest.rating_max,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TrainError {
     #[error("nothing to train on: {0}")]
@@ -168,15 +186,10 @@ mod tests {
 
     fn params(algorithm: Algorithm) -> TrainParams {
         TrainParams {
-            algorithm,
             factors: 4,
             iterations: 5,
-            regularization: 0.05,
-            alpha: 0.25,
-            learning_rate: 0.01,
             threads: 1,
-            rating_min: 1.0,
-            rating_max: 5.0,
+            ..TrainParams::from_config(&Default::default(), algorithm)
         }
     }
 
