@@ -8,13 +8,25 @@
 //!
 //! Expiry is judged from the Lease's own `renewTime + leaseDurationSeconds` against our clock,
 //! so replicas' clocks should agree to well within the lease duration.
+//!
+//! [`run_election`] holds rounds for as long as the process acts, keeping the leader flag the
+//! control loop reads and the `kubernetes` readiness dependency current.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
+use recalloc_common::{Metrics, Readiness};
 
+use crate::cluster::Cluster;
 use crate::scale::FIELD_MANAGER;
+
+const LEADER: &str = "recalloc_scheduler_leader";
 
 /// Our part in the election after a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +191,69 @@ impl LeaderElector {
 
     fn lease_duration(&self) -> i32 {
         i32::try_from(self.lease_seconds).unwrap_or(i32::MAX)
+    }
+}
+
+/// How often [`run_election`] holds a round: three times per lease period (at least every
+/// 0.2 s), so a hold is renewed well before it lapses.
+pub fn round_interval(lease_seconds: u32) -> Duration {
+    Duration::from_secs_f64((lease_seconds as f64 / 3.0).max(0.2))
+}
+
+/// Holds an election round every `every` until `stop` resolves (a round in progress then
+/// stops where it is). After each round `leader` says whether this replica may act, the
+/// `recalloc_scheduler_leader` gauge follows it, and `readiness` records whether the API
+/// server answered. Without a Lease (`cluster.elector` is `None`) this replica leads whenever
+/// the API server answers.
+pub async fn run_election(
+    cluster: Arc<Cluster>,
+    leader: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let rounds = async {
+        loop {
+            let result = round(&cluster).await;
+            let is_leader = matches!(result, Ok(Role::Leader));
+            if leader.swap(is_leader, Ordering::SeqCst) != is_leader {
+                match &result {
+                    Ok(Role::Follower { holder }) => {
+                        tracing::info!(holder = ?holder, "following")
+                    }
+                    _ => tracing::info!(leader = is_leader, "leadership changed"),
+                }
+            }
+            metrics.set_gauge(
+                LEADER,
+                "1 while this replica holds the lease",
+                &[],
+                f64::from(u8::from(is_leader)),
+            );
+            readiness.record("kubernetes", result.map(|_| ())).await;
+            tokio::time::sleep(every).await;
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = rounds => {}
+    }
+}
+
+/// One round: the Lease's when there is one, else whether the API server answers.
+async fn round(cluster: &Cluster) -> Result<Role, String> {
+    match &cluster.elector {
+        Some(elector) => elector
+            .try_acquire_or_renew()
+            .await
+            .map_err(|e| e.to_string()),
+        None => cluster
+            .client()
+            .apiserver_version()
+            .await
+            .map(|_| Role::Leader)
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -5,9 +5,14 @@
 //!
 //! Pure logic stays in `recalloc-alloc`; this crate holds the I/O around it:
 //! * [`scrape`] parses Prometheus text; [`collect`] turns signals into demand readings;
-//! * [`scale`] reads and patches Deployments' scale; [`lease`] elects the one replica that acts.
+//! * [`scale`] reads and patches Deployments' scale; [`lease`] elects the one replica that acts;
+//!   [`cluster`] holds both for the cluster the scheduler acts on;
+//! * [`control`] is the tick loop (read → history → forecast → plan → scale) and owns the state
+//!   it keeps; [`service`] is the gRPC edge that reads that state; [`server`] wires them up.
 
+pub mod cluster;
 pub mod collect;
+pub mod control;
 pub mod lease;
 #[cfg(test)]
 pub(crate) mod mock_api;

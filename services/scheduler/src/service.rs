@@ -1,10 +1,9 @@
 //! The gRPC edge: `recalloc.v1.Scheduler` (forecasts, the live plan, trace simulation) and
-//! KEDA's `externalscaler.ExternalScaler`, both reading the state the tick loop keeps. Typed
+//! KEDA's `externalscaler.ExternalScaler`, both reading (never writing) the state the control
+//! loop ([`crate::control::Controller`]) keeps, through a [`StateReader`]. Typed
 //! errors become gRPC statuses here, naming the field at fault.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
@@ -13,95 +12,49 @@ use recalloc_alloc::trace::Trace;
 use recalloc_common::config::{ManagedDeployment, SchedulerConfig};
 use recalloc_proto::externalscaler as keda;
 use recalloc_proto::v1;
-use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::planning::{self, History, Plan, PlanningError};
+use crate::control::StateReader;
+use crate::planning::{self, History, PlanningError};
 
 /// Most trace points one Simulate call may carry (a year of one-minute points).
 pub const MAX_TRACE_POINTS: usize = 525_600;
 
-/// What the tick loop knows, shared with the gRPC handlers.
-#[derive(Debug, Default)]
-pub struct State {
-    pub histories: BTreeMap<String, History>,
-    /// Replicas each deployment has now (from the cluster, or the last request when dry).
-    pub replicas: BTreeMap<String, u32>,
-    pub plan: Option<Plan>,
-    pub plan_at: Option<SystemTime>,
-    /// Whether this replica applied the plan (it holds the Lease and a cluster is configured).
-    pub applied: bool,
-    pub dry_run: bool,
-    pub leader: bool,
-}
-
-pub struct Shared {
-    pub cfg: SchedulerConfig,
-    pub state: Mutex<State>,
-    /// Bumped after every tick, for StreamIsActive.
-    pub ticks: watch::Sender<u64>,
-}
-
-impl Shared {
-    pub fn new(cfg: SchedulerConfig) -> Arc<Self> {
-        let histories = cfg
-            .deployments
-            .iter()
-            .map(|d| (d.name.clone(), History::new(cfg.history_steps as usize)))
-            .collect();
-        Arc::new(Self {
-            state: Mutex::new(State {
-                histories,
-                ..State::default()
-            }),
-            cfg,
-            ticks: watch::channel(0).0,
+/// The managed deployment `name`, or NOT_FOUND listing the managed ones.
+fn deployment<'a>(cfg: &'a SchedulerConfig, name: &str) -> Result<&'a ManagedDeployment, Status> {
+    cfg.deployments
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "deployment `{name}` is not managed (managed: {})",
+                cfg.deployments
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         })
-    }
+}
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+/// The demand KEDA should see for `name`: what the plan provisions one lead time ahead
+/// (the replicas requested now × one replica's capacity, i.e. the forecast quantile
+/// rounded up to whole replicas), so that the HPA's ⌈value / target⌉ with target = one
+/// replica's capacity lands on the planned replicas. Before the first plan: the latest
+/// reading.
+fn keda_demand(state: &StateReader, name: &str) -> Result<f64, Status> {
+    let d = deployment(state.cfg(), name)?;
+    let state = state.read();
+    if let Some(p) = state
+        .plan()
+        .and_then(|p| p.deployments.iter().find(|p| p.name == name))
+    {
+        return Ok(p.request as f64 * d.capacity_per_replica);
     }
-
-    fn deployment(&self, name: &str) -> Result<&ManagedDeployment, Status> {
-        self.cfg
-            .deployments
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "deployment `{name}` is not managed (managed: {})",
-                    self.cfg
-                        .deployments
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
-    }
-
-    /// The demand KEDA should see for `name`: what the plan provisions one lead time ahead
-    /// (the replicas requested now × one replica's capacity, i.e. the forecast quantile
-    /// rounded up to whole replicas), so that the HPA's ⌈value / target⌉ with target = one
-    /// replica's capacity lands on the planned replicas. Before the first plan: the latest
-    /// reading.
-    fn keda_demand(&self, name: &str) -> Result<f64, Status> {
-        let d = self.deployment(name)?;
-        let state = self.lock();
-        if let Some(p) = state
-            .plan
-            .as_ref()
-            .and_then(|p| p.deployments.iter().find(|p| p.name == name))
-        {
-            return Ok(p.request as f64 * d.capacity_per_replica);
-        }
-        state
-            .histories
-            .get(name)
-            .and_then(History::last)
-            .ok_or_else(|| Status::unavailable(format!("no reading of `{name}` yet")))
-    }
+    state
+        .history(name)
+        .and_then(History::last)
+        .ok_or_else(|| Status::unavailable(format!("no reading of `{name}` yet")))
 }
 
 fn status_of(e: PlanningError) -> Status {
@@ -132,7 +85,13 @@ async fn blocking<T: Send + 'static>(
 
 #[derive(Clone)]
 pub struct SchedulerService {
-    pub shared: Arc<Shared>,
+    state: StateReader,
+}
+
+impl SchedulerService {
+    pub fn new(state: StateReader) -> Self {
+        Self { state }
+    }
 }
 
 #[tonic::async_trait]
@@ -145,8 +104,8 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
         if r.deployment.is_empty() {
             return Err(Status::invalid_argument("deployment is required"));
         }
-        self.shared.deployment(&r.deployment)?;
-        let cfg = &self.shared.cfg;
+        let cfg = self.state.cfg();
+        deployment(cfg, &r.deployment)?;
         let horizon = match r.horizon_steps {
             0 => cfg.horizon_steps as usize,
             h if h > 10_000 => {
@@ -167,10 +126,9 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
             )));
         }
         let history = self
-            .shared
-            .lock()
-            .histories
-            .get(&r.deployment)
+            .state
+            .read()
+            .history(&r.deployment)
             .map(History::values)
             .unwrap_or_default();
         let tick = cfg.tick_seconds;
@@ -200,10 +158,10 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
     ) -> Result<Response<v1::Plan>, Status> {
         let name = request.into_inner().deployment;
         if !name.is_empty() {
-            self.shared.deployment(&name)?;
+            deployment(self.state.cfg(), &name)?;
         }
-        let state = self.shared.lock();
-        let Some(plan) = &state.plan else {
+        let state = self.state.read();
+        let Some(plan) = state.plan() else {
             return Err(Status::unavailable(
                 "no plan yet: the first tick with readings has not happened",
             ));
@@ -218,7 +176,7 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
                 replicas: d.replicas.clone(),
                 demand: d.demand.clone(),
                 capacity_per_replica: d.capacity_per_replica,
-                applied: state.applied,
+                applied: state.applied(),
             })
             .collect::<Vec<_>>();
         if !name.is_empty() && deployments.is_empty() {
@@ -228,9 +186,9 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
         }
         Ok(Response::new(v1::Plan {
             deployments,
-            created_at_ms: state.plan_at.map(millis).unwrap_or(0),
+            created_at_ms: state.plan_at().map(millis).unwrap_or(0),
             step_seconds: plan.step_seconds,
-            dry_run: state.dry_run,
+            dry_run: state.dry_run(),
             solver: plan.solver.clone(),
             solve_ms: plan.solve_ms,
         }))
@@ -323,7 +281,13 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
 /// KEDA's external scaler over the same state.
 #[derive(Clone)]
 pub struct KedaScaler {
-    pub shared: Arc<Shared>,
+    state: StateReader,
+}
+
+impl KedaScaler {
+    pub fn new(state: StateReader) -> Self {
+        Self { state }
+    }
 }
 
 /// The managed deployment a ScaledObject refers to: `scalerMetadata.deployment`, else the
@@ -351,7 +315,7 @@ impl KedaScaler {
     fn is_active(&self, r: &keda::ScaledObjectRef) -> Result<bool, Status> {
         let name = target(r)?;
         // Without a reading yet it stays active: scaling to zero needs evidence of no demand.
-        match self.shared.keda_demand(&name) {
+        match keda_demand(&self.state, &name) {
             Ok(v) => Ok(v > 0.0),
             Err(s) if s.code() == tonic::Code::Unavailable => Ok(true),
             Err(s) => Err(s),
@@ -380,7 +344,7 @@ impl keda::external_scaler_server::ExternalScaler for KedaScaler {
         let r = request.into_inner();
         let first = KedaScaler::is_active(self, &r)?;
         let this = self.clone();
-        let mut ticks = self.shared.ticks.subscribe();
+        let mut ticks = self.state.ticks();
         // Sends the current answer, then one after every tick that changes it.
         let stream = async_stream(move |tx| async move {
             let mut last = first;
@@ -419,7 +383,7 @@ impl keda::external_scaler_server::ExternalScaler for KedaScaler {
         request: Request<keda::ScaledObjectRef>,
     ) -> Result<Response<keda::GetMetricSpecResponse>, Status> {
         let name = target(request.get_ref())?;
-        let d = self.shared.deployment(&name)?;
+        let d = deployment(self.state.cfg(), &name)?;
         Ok(Response::new(keda::GetMetricSpecResponse {
             metric_specs: vec![keda::MetricSpec {
                 metric_name: metric_name(&name),
@@ -438,7 +402,7 @@ impl keda::external_scaler_server::ExternalScaler for KedaScaler {
             .scaled_object_ref
             .ok_or_else(|| Status::invalid_argument("scaledObjectRef is required"))?;
         let name = target(&object)?;
-        let value = self.shared.keda_demand(&name)?;
+        let value = keda_demand(&self.state, &name)?;
         let metric = if r.metric_name.is_empty() {
             metric_name(&name)
         } else {
