@@ -9,7 +9,7 @@ pub mod pki;
 
 use anyhow::{Context, Result, bail};
 use recalloc_common::redis_conn::RedisConnection;
-use recalloc_ingest::state;
+use recalloc_store::derived;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -848,7 +848,9 @@ pub async fn snapshot(
     con: &mut RedisConnection,
     skip: &[&str],
 ) -> Result<BTreeMap<String, String>> {
-    let mut keys: Vec<String> = con.scan_match(&format!("{}*", state::PREFIX)).await?;
+    let mut keys: Vec<String> = con
+        .scan_match(&format!("{}*", recalloc_store::PREFIX))
+        .await?;
     keys.sort();
     let mut out = BTreeMap::new();
     for chunk in keys.chunks(2000) {
@@ -921,9 +923,9 @@ pub fn assert_same_state(a: &BTreeMap<String, String>, b: &BTreeMap<String, Stri
 pub async fn fingerprint(con: &mut RedisConnection) -> Result<String> {
     // DBSIZE counts the node that holds the `{rc}` slot.
     let (stats, users, items, keys): (BTreeMap<String, String>, u64, u64, u64) = redis::pipe()
-        .hgetall(state::STATS)
-        .scard(state::USERS)
-        .scard(state::ITEMS)
+        .hgetall(derived::STATS)
+        .scard(derived::USERS)
+        .scard(derived::ITEMS)
         .cmd("DBSIZE")
         .query_async(con)
         .await?;
@@ -936,7 +938,7 @@ pub async fn wait_events(con: &mut RedisConnection, want: u64, within: Duration)
     let mut last = 0;
     while Instant::now() < end {
         let n: Option<u64> = redis::cmd("HGET")
-            .arg(state::STATS)
+            .arg(derived::STATS)
             .arg("events")
             .query_async(con)
             .await?;
@@ -954,7 +956,7 @@ pub async fn settled_stats(con: &mut RedisConnection, want: u64) -> Result<BTree
     wait_events(con, want, Duration::from_secs(60)).await?;
     wait_quiet(con, Duration::from_secs(60)).await?;
     Ok(redis::cmd("HGETALL")
-        .arg(state::STATS)
+        .arg(derived::STATS)
         .query_async(con)
         .await?)
 }

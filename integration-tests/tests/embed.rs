@@ -3,12 +3,12 @@
 //! fusion through the API, and a missing model.
 
 use recalloc_common::redis_conn::RedisConnection;
-use recalloc_ingest::state;
 use recalloc_integration_tests::{Cluster, http_get, snapshot, wait_ready};
 use recalloc_proto::v1::{
     EmbedRequest, Event, EventKind, GetEmbedModelInfoRequest, GetItemVectorRequest,
     GetUserProfileRequest, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
 };
+use recalloc_store::vector_store;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 use tonic::Code;
@@ -242,8 +242,8 @@ async fn wait_embedded(c: &Cluster, items: u64, users: u64) {
     let end = Instant::now() + Duration::from_secs(120);
     loop {
         let (i, u): (u64, u64) = redis::pipe()
-            .scard(state::VECTOR_ITEMS)
-            .scard(state::VECTOR_USERS)
+            .scard(vector_store::VECTOR_ITEMS)
+            .scard(vector_store::VECTOR_USERS)
             .query_async(&mut con)
             .await
             .unwrap();
@@ -416,7 +416,7 @@ async fn the_worker_embeds_items_and_users_once_and_profiles_fuse_them() {
 
     // Losing the vectors (a wiped Redis) is repaired by the sweep from the entity state.
     let meta_before = vector_meta(&mut con).await;
-    let sample = ["b0", "b17", "b39"].map(state::item_vector_key);
+    let sample = ["b0", "b17", "b39"].map(vector_store::item_vector_key);
     let mut vectors_before = Vec::new();
     for key in &sample {
         vectors_before.push(stored_vector(&mut con, key).await);
@@ -441,11 +441,11 @@ async fn the_worker_embeds_items_and_users_once_and_profiles_fuse_them() {
 async fn stored_vector(con: &mut RedisConnection, key: &str) -> Vec<f32> {
     let raw: Vec<u8> = redis::cmd("HGET")
         .arg(key)
-        .arg("v")
+        .arg(vector_store::VECTOR_FIELD)
         .query_async(con)
         .await
         .unwrap();
-    recalloc_ingest::vectors::decode(&raw).unwrap()
+    recalloc_store::vectors::decode(&raw).unwrap()
 }
 
 /// Every stored vector's sha, model and updated_at, by key.

@@ -6,13 +6,14 @@ use recalloc_integration_tests::{
     Cluster, assert_same_state, settled_stats, snapshot, two_taste_groups,
 };
 use recalloc_proto::v1::{EventKind, RecommendRequest, RecordEventsRequest, TrainRequest};
+use recalloc_store::models;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn derived(state: BTreeMap<String, String>) -> BTreeMap<String, String> {
     state
         .into_iter()
-        .filter(|(k, _)| !k.starts_with(recalloc_ingest::state::MODELS_PREFIX))
+        .filter(|(k, _)| !k.starts_with(models::MODELS_PREFIX))
         .collect()
 }
 
@@ -128,7 +129,7 @@ async fn rank_killed_mid_training_serves_the_last_model_and_frees_the_lock() {
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ttl: i64 = redis::cmd("TTL")
-        .arg(recalloc_rank::store::TRAIN_LOCK)
+        .arg(models::TRAIN_LOCK)
         .query_async(&mut con)
         .await
         .unwrap();

@@ -6,6 +6,7 @@
 use recalloc_integration_tests::{
     Cluster, assert_same_state, fingerprint, repo_root, snapshot, wait_events, wait_quiet,
 };
+use recalloc_store::derived;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -91,7 +92,7 @@ async fn every_rating_is_counted_once_and_replays_change_nothing() {
     let mut pipe = redis::pipe();
     for item in exp.per_item.keys() {
         pipe.hget(
-            recalloc_ingest::state::item_key(item),
+            derived::item_key(item),
             &["ratings", "rating_sum", "mean_rating"],
         );
     }

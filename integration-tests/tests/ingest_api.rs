@@ -1,7 +1,6 @@
 //! The Ingest API against the real broker and Redis: duplicates, every validation rule, readiness
 //! and metrics, a broker that dies mid-load, and a record written by a client that is not ours.
 
-use recalloc_ingest::state;
 use recalloc_integration_tests::{
     Cluster, http_get, reflected_services, repo_root, settled_stats, snapshot, wait_events,
     wait_quiet,
@@ -9,6 +8,7 @@ use recalloc_integration_tests::{
 use recalloc_proto::v1::{
     Event, EventKind, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
 };
+use recalloc_store::{deadletter, derived};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -86,20 +86,26 @@ async fn same_batch_twice_counts_once() {
     let after = snapshot(&mut con, &[]).await.unwrap();
     assert_ne!(first, "");
     let stats: HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg(state::STATS)
+        .arg(derived::STATS)
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(stats["events"], 4);
     assert_eq!(stats["ratings"], 1);
     let u2: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(state::user_key("u2"))
+        .arg(derived::user_key("u2"))
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(u2["events"], "1");
-    assert_eq!(snap[&state::item_key("i1")], after[&state::item_key("i1")]);
-    assert_eq!(snap[&state::user_key("u2")], after[&state::user_key("u2")]);
+    assert_eq!(
+        snap[&derived::item_key("i1")],
+        after[&derived::item_key("i1")]
+    );
+    assert_eq!(
+        snap[&derived::user_key("u2")],
+        after[&derived::user_key("u2")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +298,7 @@ async fn malformed_inputs_get_their_documented_error_and_change_nothing() {
         "only the two valid events reached the state"
     );
     let items: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(state::ITEMS)
+        .arg(derived::ITEMS)
         .query_async(&mut con)
         .await
         .unwrap();
@@ -467,7 +473,7 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
     let mut pipe = redis::pipe();
     for id in &acked {
         let i: u32 = id.split('-').nth(1).unwrap().parse().unwrap();
-        pipe.zscore(state::user_recent_key(&format!("u{}", i % 37)), id);
+        pipe.zscore(derived::user_recent_key(&format!("u{}", i % 37)), id);
     }
     let scores: Vec<Option<f64>> = pipe.query_async(&mut con).await.unwrap();
     let present: Vec<bool> = scores.iter().map(Option::is_some).collect();
@@ -539,14 +545,14 @@ print("produced")
         .unwrap();
     wait_quiet(&mut con, Duration::from_secs(30)).await.unwrap();
     let user: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(state::user_key("py-user"))
+        .arg(derived::user_key("py-user"))
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(user["events"], "1");
     assert_eq!(user["mean_rating"].parse::<f64>().unwrap(), 5.0);
     let item: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(state::item_key("py-book"))
+        .arg(derived::item_key("py-book"))
         .query_async(&mut con)
         .await
         .unwrap();
@@ -554,7 +560,7 @@ print("produced")
     assert_eq!(item["tags"], "[\"python\"]");
     // The undecodable record is parked, not applied and not blocking.
     let dead: Vec<String> = redis::cmd("LRANGE")
-        .arg(state::DEADLETTER)
+        .arg(deadletter::DEADLETTER)
         .arg(0)
         .arg(-1)
         .query_async(&mut con)
@@ -691,13 +697,13 @@ async fn the_exactly_once_guard_remembers_an_id_for_one_window() {
     let stats = settled_stats(&mut con, 4).await.unwrap();
     assert_eq!(stats["events"], 4, "a, b, a again after the window, c");
     let user: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(state::user_key("w"))
+        .arg(derived::user_key("w"))
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(user["events"], "4");
     let guard: Vec<(String, i64)> = redis::cmd("ZRANGE")
-        .arg(state::user_recent_key("w"))
+        .arg(derived::user_recent_key("w"))
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES")
@@ -710,7 +716,7 @@ async fn the_exactly_once_guard_remembers_an_id_for_one_window() {
         "one window of ids"
     );
     let ttl_ms: i64 = redis::cmd("PTTL")
-        .arg(state::user_recent_key("w"))
+        .arg(derived::user_recent_key("w"))
         .query_async(&mut con)
         .await
         .unwrap();

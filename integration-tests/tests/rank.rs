@@ -4,8 +4,6 @@
 //! reaches a second replica.
 
 use recalloc_factor::model::Algorithm;
-use recalloc_ingest::state;
-use recalloc_ingest::vectors::{Encoding, encode};
 use recalloc_integration_tests::{Cluster, wait_events, wait_quiet};
 use recalloc_proto::v1::{
     Event, EventKind, ExplainRequest, GetModelInfoRequest, Item, ItemFilter, PredictRequest,
@@ -14,6 +12,8 @@ use recalloc_proto::v1::{
 };
 use recalloc_rank::store;
 use recalloc_rank::trainer::{TrainParams, train};
+use recalloc_store::vectors::{Encoding, encode};
+use recalloc_store::{models, training, vector_store};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,16 +89,16 @@ async fn load(c: &Cluster) -> u64 {
         v[if i < 15 { 0 } else { 1 }] = 1.0;
         v[2 + i % 6] = 0.5;
         pipe.cmd("HSET")
-            .arg(state::item_vector_key(&format!("i{i}")))
-            .arg("v")
+            .arg(vector_store::item_vector_key(&format!("i{i}")))
+            .arg(vector_store::VECTOR_FIELD)
             .arg(encode(&v, Encoding::F32))
             .ignore();
     }
     let mut text = vec![0f32; 8];
     text[1] = 1.0;
     pipe.cmd("HSET")
-        .arg(state::user_vector_key("texty"))
-        .arg("v")
+        .arg(vector_store::user_vector_key("texty"))
+        .arg(vector_store::VECTOR_FIELD)
         .arg(encode(&text, Encoding::F32))
         .ignore();
     pipe.query_async::<()>(&mut con).await.unwrap();
@@ -131,7 +131,7 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
 
     // The model round trip through Redis is exact.
     let mut con = c.redis_con().await.unwrap();
-    let data = store::training_data(&mut con).await.unwrap();
+    let data = training::training_data(&mut con).await.unwrap();
     let p = TrainParams {
         factors: 8,
         iterations: 5,
@@ -141,17 +141,17 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
     let (model, _) = train(&data, &p, "roundtrip".into(), 1).unwrap();
     assert_eq!(model.text_dim, 8);
     store::save_model(&mut con, &model, 4096, 5).await.unwrap();
-    let bytes = store::load_bytes(&mut con, "roundtrip").await.unwrap();
+    let bytes = models::load_bytes(&mut con, "roundtrip").await.unwrap();
     assert_eq!(store::decode_model("roundtrip", &bytes).unwrap(), model);
     // Tampering is detected.
     let _: () = redis::cmd("SETRANGE")
-        .arg(store::chunk_key("roundtrip", 0))
+        .arg(models::chunk_key("roundtrip", 0))
         .arg(10)
         .arg("x")
         .query_async(&mut con)
         .await
         .unwrap();
-    assert!(store::load_bytes(&mut con, "roundtrip").await.is_err());
+    assert!(models::load_bytes(&mut con, "roundtrip").await.is_err());
     // Put the served model back as current (the tampered one must not be loaded).
     rank.train(TrainRequest::default()).await.unwrap();
 
@@ -393,7 +393,7 @@ async fn trains_serves_every_source_and_answers_bad_input_with_its_documented_er
         String::from_utf8_lossy(&out.stderr)
     );
     let current: Option<String> = redis::cmd("GET")
-        .arg(store::CURRENT)
+        .arg(models::CURRENT)
         .query_async(&mut con)
         .await
         .unwrap();
@@ -511,7 +511,7 @@ async fn hot_swap_under_load_fails_no_request_and_reaches_every_replica() {
     // Only `keep_versions` (2) versions stay in Redis.
     let mut con = c.redis_con().await.unwrap();
     let kept: Vec<String> = redis::cmd("ZRANGE")
-        .arg(store::VERSIONS)
+        .arg(models::VERSIONS)
         .arg(0)
         .arg(-1)
         .query_async(&mut con)
@@ -519,7 +519,7 @@ async fn hot_swap_under_load_fails_no_request_and_reaches_every_replica() {
         .unwrap();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(!kept.contains(&first));
-    let mut orphans = con.scan_match(&store::meta_key(&first)).await.unwrap();
+    let mut orphans = con.scan_match(&models::meta_key(&first)).await.unwrap();
     orphans.extend(
         con.scan_match(&format!("rc:model-chunk:{{{first}/*"))
             .await

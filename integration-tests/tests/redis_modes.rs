@@ -5,7 +5,6 @@
 
 use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::Algorithm;
-use recalloc_ingest::state;
 use recalloc_integration_tests::{
     Cluster, RedisOptions, settled_stats, two_taste_groups, wait_ready,
 };
@@ -14,6 +13,7 @@ use recalloc_proto::v1::{
 };
 use recalloc_rank::store;
 use recalloc_rank::trainer::{TrainParams, train};
+use recalloc_store::{derived, models, training};
 use std::time::Duration;
 
 const PASSWORD: &str = "pw-8f3c1e77-not-for-logs";
@@ -118,7 +118,7 @@ async fn an_acl_user_with_a_password_file_works_and_a_wrong_password_is_refused_
         .await
         .unwrap();
     let e = redis::cmd("GET")
-        .arg(state::STATS)
+        .arg(derived::STATS)
         .query_async::<Option<String>>(&mut plain)
         .await
         .unwrap_err();
@@ -210,7 +210,7 @@ async fn the_main_flow_and_rebuild_run_on_a_redis_cluster_with_models_spread_ove
 
     // A model in 1 KiB chunks under a fixed version name: its chunk groups hash to slots on
     // more than one primary, while the bookkeeping stays in `{rc}`.
-    let data = store::training_data(&mut con).await.unwrap();
+    let data = training::training_data(&mut con).await.unwrap();
     let params = TrainParams {
         factors: 256,
         iterations: 2,
@@ -224,7 +224,7 @@ async fn the_main_flow_and_rebuild_run_on_a_redis_cluster_with_models_spread_ove
         "{} chunks: too few to span groups",
         meta.chunks
     );
-    let read = store::load_bytes(&mut con, "spread").await.unwrap();
+    let read = models::load_bytes(&mut con, "spread").await.unwrap();
     assert_eq!(read.len(), meta.bytes, "the spread model reads back");
     assert_eq!(store::decode_model("spread", &read).unwrap(), model);
     let mut nodes_with_chunks = 0;
@@ -257,7 +257,7 @@ async fn the_main_flow_and_rebuild_run_on_a_redis_cluster_with_models_spread_ove
     let after = settled_stats(&mut con, 119).await.unwrap();
     assert_eq!(before, after);
     let users: u64 = redis::cmd("SCARD")
-        .arg(state::USERS)
+        .arg(derived::USERS)
         .query_async(&mut con)
         .await
         .unwrap();

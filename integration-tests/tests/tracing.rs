@@ -298,7 +298,7 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
             FutureRecord::to(recalloc_proto::topics::ITEMS)
                 .key("traced-4")
                 .payload(&payload)
-                .headers(recalloc_ingest::consume::trace_headers(
+                .headers(recalloc_stream::headers::trace_headers(
                     &format!("00-{header_trace}-{header_span}-01"),
                     None,
                 )),

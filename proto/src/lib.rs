@@ -18,3 +18,23 @@ pub mod topics {
     pub const USERS: &str = "recalloc.users.v1";
     pub const ALL: [&str; 3] = [EVENTS, ITEMS, USERS];
 }
+
+/// One decoded record of any topic: what the stream's codec yields and what the featurizer's
+/// store applies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Event(v1::EventRecord),
+    Item(v1::ItemRecord),
+    User(v1::UserRecord),
+}
+
+impl Record {
+    /// The W3C trace context the record was produced under.
+    pub fn traceparent(&self) -> &str {
+        match self {
+            Record::Event(e) => &e.traceparent,
+            Record::Item(i) => &i.traceparent,
+            Record::User(u) => &u.traceparent,
+        }
+    }
+}

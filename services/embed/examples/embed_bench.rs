@@ -15,7 +15,7 @@ use recalloc_common::config::EmbedConfig;
 use recalloc_embed::engine::Engine;
 use recalloc_embed::model::{BertEncoder, ModelSpec};
 use recalloc_embed::tokenize::TextTokenizer;
-use recalloc_embed::vectors::{self, Encoding};
+use recalloc_store::vectors::{self, Encoding};
 use std::path::PathBuf;
 use std::time::Instant;
 

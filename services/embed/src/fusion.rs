@@ -12,14 +12,14 @@
 //! ```
 //!
 //! `kind_weight` is the popularity weight of the event kind (view 1 … purchase 8, see
-//! `recalloc_ingest::state::kind_weight`); `strengthⱼ` is 1 except for ratings, where it is the
+//! `recalloc_store::kinds::kind_weight`); `strengthⱼ` is 1 except for ratings, where it is the
 //! rating's position on the scale, (value − min)/(max − min), so a one-star rating pulls nothing.
 //! Decay is measured from the user's own newest event, not the wall clock, so a profile does not
 //! drift while the user is idle and the result is reproducible. With only one of `t` and `b` the
 //! profile is that one; with neither there is none. Computed from the current Redis state on every
 //! read, so it follows each applied event.
 
-use crate::vectors::normalize;
+use recalloc_store::vectors::normalize;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FusionParams {
@@ -31,7 +31,7 @@ pub struct FusionParams {
     pub rating_max: f64,
 }
 
-pub use recalloc_ingest::state::HistoryEntry;
+pub use recalloc_store::history::HistoryEntry;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused {
@@ -42,7 +42,7 @@ pub struct Fused {
 
 /// The weight of one history entry before decay.
 pub fn entry_weight(e: &HistoryEntry, p: &FusionParams) -> f64 {
-    recalloc_ingest::state::event_strength(&e.kind, e.value, p.rating_min, p.rating_max)
+    recalloc_store::kinds::event_strength(&e.kind, e.value, p.rating_min, p.rating_max)
 }
 
 /// Fuses a text vector with the history. `history` pairs each entry (newest first) with its

@@ -4,8 +4,10 @@
 //! text vectors in Redis; fused user profiles are computed from them on read.
 //!
 //! Layers: [`model`] and [`tokenize`] (pure inference), [`batcher`] (queueing, threads),
-//! [`engine`] (the two together), [`vectors`] and [`fusion`] (pure maths), [`store`] (Redis),
-//! [`worker`] (Kafka), [`service`] (the gRPC edge), [`server`] (process wiring).
+//! [`engine`] (the two together), [`fusion`] (pure maths), [`worker`] (Kafka), [`service`] (the
+//! gRPC edge), [`server`] (process wiring). Stored vectors and their encodings are
+//! `recalloc-store`'s ([`recalloc_store::vector_store`], [`recalloc_store::vectors`]); the
+//! consumer loop is `recalloc-stream`'s.
 
 pub mod batcher;
 pub mod engine;
@@ -13,7 +15,5 @@ pub mod fusion;
 pub mod model;
 pub mod server;
 pub mod service;
-pub mod store;
 pub mod tokenize;
-pub use recalloc_ingest::vectors;
 pub mod worker;

@@ -5,13 +5,13 @@ use crate::engine::Engine;
 use crate::fusion::FusionParams;
 use crate::model::ModelError;
 use crate::service::EmbedService;
-use crate::store::VectorStore;
-use crate::vectors::Encoding;
 use crate::worker;
 use recalloc_common::config::Config;
 use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::embedder_server::EmbedderServer;
+use recalloc_store::vector_store::VectorStore;
+use recalloc_store::vectors::Encoding;
 use std::future::Future;
 use std::time::Duration;
 

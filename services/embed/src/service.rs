@@ -12,12 +12,12 @@
 use crate::batcher::BatchError;
 use crate::engine::{EncodeError, Engine};
 use crate::fusion::{self, FusionParams};
-use crate::store::VectorStore;
 use recalloc_proto::v1::{
     self, EmbedModelInfo, EmbedRequest, EmbedResponse, GetEmbedModelInfoRequest,
     GetItemVectorRequest, GetUserProfileRequest, ItemVector, UserProfile,
     embedder_server::Embedder,
 };
+use recalloc_store::vector_store::VectorStore;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -6,17 +6,18 @@
 //! encode them through the same batcher as the API → write (last-writer-wins, idempotent) →
 //! commit offsets. A crash before the commit redelivers the batch, which then changes nothing.
 //! Partitions are assigned statically with offsets in `embed.group_id` (see
-//! `recalloc_ingest::consume` for why).
+//! [`recalloc_stream::assign`] for why).
 
 use crate::batcher::{BatchError, Priority};
 use crate::engine::{EncodeError, Engine};
-use crate::store::{Target, VectorStore};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use recalloc_common::config::Config;
 use recalloc_common::{Metrics, Readiness};
-use recalloc_ingest::consume::{self, Consumed};
-use recalloc_ingest::state::Record;
 use recalloc_proto::topics;
+use recalloc_store::vector_store::{Owner, Target, VectorStore};
+use recalloc_stream::Record;
+use recalloc_stream::assign::{self, Share};
+use recalloc_stream::consume::{self, Consumed};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum WorkerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("partition assignment: {0}")]
     Assign(String),
+    #[error("inference: {0}")]
+    Inference(String),
 }
 
 /// Encodes targets as background work (callers' requests go first), waiting and retrying while
@@ -131,7 +134,7 @@ fn targets_of(batch: &[Consumed], metrics: &Metrics) -> Vec<Target> {
     // this is their log order).
     let mut last: BTreeMap<(bool, String), usize> = BTreeMap::new();
     for (i, t) in out.iter().enumerate() {
-        last.insert((t.owner == crate::store::Owner::Item, t.id.clone()), i);
+        last.insert((t.owner == Owner::Item, t.id.clone()), i);
     }
     let keep: std::collections::BTreeSet<usize> = last.into_values().collect();
     out.into_iter()
@@ -150,41 +153,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let e = &cfg.embed;
-    let (replicas, index) = (e.replicas.max(1), e.replica_index);
-    if index >= replicas {
-        return Err(WorkerError::Assign(format!(
-            "invalid config key embed.replica_index: {index} is not below embed.replicas ({replicas})"
-        )));
-    }
+    let share = Share::new("embed", e.replicas, e.replica_index).map_err(WorkerError::Assign)?;
     let consumer: Arc<StreamConsumer> =
         Arc::new(consume::consumer_config(&cfg, &e.group_id, "recalloc-embed").create()?);
     tokio::pin!(shutdown);
-    loop {
-        let c = consumer.clone();
-        let assigned = tokio::task::spawn_blocking(move || {
-            consume::assign_partitions(&c, &TOPICS, replicas, index)
-        });
-        let result = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            r = assigned => r,
-        };
-        match result {
-            Ok(Ok(n)) => {
-                tracing::info!(
-                    partitions = n,
-                    replica = index,
-                    replicas,
-                    "embed worker assigned"
-                );
-                readiness.record("kafka", Ok(())).await;
-                break;
-            }
-            Ok(Err(e)) => {
-                readiness.record("kafka", Err(e)).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(WorkerError::Assign(e.to_string())),
-        }
+    if assign::assign_when_ready(&consumer, &TOPICS, share, &readiness, &mut shutdown)
+        .await
+        .map_err(WorkerError::Assign)?
+        .is_none()
+    {
+        return Ok(());
     }
     let watcher = tokio::spawn(watch_lag(
         consumer.clone(),
@@ -221,7 +199,7 @@ pub async fn run(
                 // Inference failing is not something a retry fixes; stop without committing,
                 // so a restarted worker redoes the batch.
                 tracing::error!(error = %e, "embedding a consumed batch failed");
-                break Err(WorkerError::Assign(format!("inference: {e}")));
+                break Err(WorkerError::Inference(e));
             }
         }
         consume::record_stored(&mut stored, &batch);
@@ -269,7 +247,8 @@ async fn watch_lag(
     readiness: Arc<Readiness>,
 ) {
     loop {
-        consume::report_lag(&consumer, &TOPICS, LAG, LAG_HELP, &metrics, &readiness).await;
+        recalloc_stream::lag::report_lag(&consumer, &TOPICS, LAG, LAG_HELP, &metrics, &readiness)
+            .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

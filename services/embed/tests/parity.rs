@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use recalloc_embed::model::{BertEncoder, ModelSpec};
 use recalloc_embed::tokenize::TextTokenizer;
-use recalloc_embed::vectors::cosine;
+use recalloc_store::vectors::cosine;
 use std::path::PathBuf;
 
 fn model_dir() -> PathBuf {

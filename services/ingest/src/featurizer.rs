@@ -1,26 +1,26 @@
 //! The featurizer: a consumer group over the three topics that turns the log into Redis state.
 //!
 //! Partitions are assigned statically and offsets committed to the group `featurizer.group_id`
-//! (see [`crate::consume`] for why).
+//! (see [`recalloc_stream::assign`] for why).
 //!
-//! Order of effects per batch: decode → apply to Redis (idempotent, see [`crate::state`]) →
+//! Order of effects per batch: decode → apply to Redis (idempotent, see
+//! [`recalloc_store::derived`]) →
 //! commit offsets. A crash anywhere before the commit redelivers the batch, which the per-event
 //! guard in Redis then ignores; so the effect is exactly once although delivery is at least once
-//! (within the guard's window, `featurizer.dedup_window_s`: see [`crate::state`]).
+//! (within the guard's window, `featurizer.dedup_window_s`: see [`recalloc_store::derived`]).
 //! `rebuild` replays the topics from the beginning into an emptied Redis with the same code.
 
-use crate::consume::{
-    self, Consumed, assign_partitions, consumer_config, next_batch, next_offsets,
-};
-use crate::state::{self, Record, Scripts};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-
 use rdkafka::{Offset, TopicPartitionList};
 use recalloc_common::config::Config;
-
 use recalloc_common::redis_conn::{RedisConfigError, RedisConnection, RedisTarget};
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::topics;
+use recalloc_store::deadletter;
+use recalloc_store::derived::{self, Scripts};
+use recalloc_stream::Record;
+use recalloc_stream::assign::{self, Share};
+use recalloc_stream::consume::{self, Consumed, consumer_config, next_batch, next_offsets};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -67,16 +67,14 @@ async fn apply_batch(
             Err(e) => return Err(e.into()),
         }
     };
-    let mut dead = redis::pipe();
-    let mut any_dead = false;
+    let mut dead = Vec::new();
     for c in batch {
         let outcome = match &c.record {
             Ok(_) => "applied",
             Err(e) => {
                 tracing::warn!(topic = %c.topic, partition = c.partition, offset = c.offset, error = %e, "undecodable record sent to the dead-letter list");
                 let entry = serde_json::json!({"topic": c.topic, "partition": c.partition, "offset": c.offset, "error": e.to_string()});
-                dead.lpush(state::DEADLETTER, entry.to_string()).ignore();
-                any_dead = true;
+                dead.push(entry.to_string());
                 "dead_letter"
             }
         };
@@ -87,10 +85,7 @@ async fn apply_batch(
             1,
         );
     }
-    if any_dead {
-        dead.ltrim(state::DEADLETTER, 0, 999).ignore();
-        dead.query_async::<()>(con).await?;
-    }
+    deadletter::park(con, &dead).await?;
     Ok(new_events)
 }
 
@@ -105,34 +100,19 @@ pub async fn run(
     let redis_target = RedisTarget::from_config(&cfg.redis)?;
     let consumer: Arc<StreamConsumer> =
         Arc::new(consumer_config(&cfg, &cfg.featurizer.group_id, "recalloc-featurizer").create()?);
-    let (replicas, index) = (cfg.featurizer.replicas.max(1), cfg.featurizer.replica_index);
-    if index >= replicas {
-        return Err(FeaturizerError::Assign(format!(
-            "invalid config key featurizer.replica_index: {index} is not below featurizer.replicas ({replicas})"
-        )));
-    }
-    loop {
-        let c = consumer.clone();
-        match tokio::task::spawn_blocking(move || {
-            assign_partitions(&c, &topics::ALL, replicas, index)
-        })
+    let share = Share::new(
+        "featurizer",
+        cfg.featurizer.replicas,
+        cfg.featurizer.replica_index,
+    )
+    .map_err(FeaturizerError::Assign)?;
+    tokio::pin!(shutdown);
+    if assign::assign_when_ready(&consumer, &topics::ALL, share, &readiness, &mut shutdown)
         .await
-        {
-            Ok(Ok(n)) => {
-                tracing::info!(
-                    partitions = n,
-                    replica = index,
-                    replicas,
-                    "partitions assigned"
-                );
-                break;
-            }
-            Ok(Err(e)) => {
-                readiness.record("kafka", Err(e)).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(FeaturizerError::Assign(e.to_string())),
-        }
+        .map_err(FeaturizerError::Assign)?
+        .is_none()
+    {
+        return Ok(());
     }
     let mut con = loop {
         match redis_target.connect().await {
@@ -154,7 +134,6 @@ pub async fn run(
     // Offsets of what is in Redis; committed again synchronously at shutdown. (The consumer's
     // own position may be past a batch that shutdown interrupted before it was applied.)
     let mut applied = consume::Stored::new();
-    tokio::pin!(shutdown);
     let result = loop {
         let batch = tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -199,7 +178,15 @@ async fn watch_dependencies(
         readiness
             .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
             .await;
-        consume::report_lag(&consumer, &topics::ALL, LAG, LAG_HELP, &metrics, &readiness).await;
+        recalloc_stream::lag::report_lag(
+            &consumer,
+            &topics::ALL,
+            LAG,
+            LAG_HELP,
+            &metrics,
+            &readiness,
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
@@ -240,7 +227,7 @@ pub async fn rebuild(
             }
         }
     }
-    let deleted = state::wipe(&mut con).await?;
+    let deleted = derived::wipe(&mut con).await?;
     tracing::info!(deleted, total, "derived state wiped, replaying topics");
     let mut prog = RebuildProgress {
         total,

@@ -8,7 +8,6 @@
 //! batch is safe, since event ids make the effect idempotent.
 
 use crate::producer::{EventProducer, Outgoing};
-use crate::state;
 use crate::validate::{self, Limits, RecordError};
 use prost::Message;
 use recalloc_common::Metrics;
@@ -375,7 +374,7 @@ impl Ingest for IngestService {
 
     async fn get_stats(&self, _req: Request<GetStatsRequest>) -> Result<Response<Stats>, Status> {
         let mut con = self.redis().await?;
-        let c = state::counts(&mut con)
+        let c = recalloc_store::counts::counts(&mut con)
             .await
             .map_err(|e| IngestError::Redis(e.to_string()))?;
         Ok(Response::new(Stats {

@@ -11,7 +11,6 @@ use rand::seq::SliceRandom;
 use recalloc_factor::metrics::RankingAccumulator;
 use recalloc_factor::model::{Algorithm, Query, Served};
 use recalloc_factor::topk::top_k;
-use recalloc_rank::store;
 use recalloc_rank::trainer::{TrainParams, train};
 use std::collections::{HashMap, HashSet};
 
@@ -27,7 +26,9 @@ async fn main() {
     let mut con = recalloc_common::redis_conn::connect(&redis)
         .await
         .expect("redis");
-    let mut data = store::training_data(&mut con).await.expect("training data");
+    let mut data = recalloc_store::training::training_data(&mut con)
+        .await
+        .expect("training data");
     let mut with_text: Vec<String> = data
         .items
         .iter()

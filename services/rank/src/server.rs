@@ -1,7 +1,7 @@
 //! Process wiring for the rank service: gRPC (Ranker, health, reflection), the HTTP endpoint,
 //! the model poller (hot swap), scheduled training, readiness from Redis, phased shutdown.
 
-use crate::service::{ModelSlot, RankService, parse_algorithm};
+use crate::service::{EVENTS_AT_TRAINING, ModelSlot, RankService, parse_algorithm};
 use crate::store;
 use arc_swap::ArcSwapOption;
 use recalloc_common::config::Config;
@@ -11,6 +11,7 @@ use recalloc_common::{Metrics, Readiness};
 use recalloc_factor::model::Served;
 use recalloc_proto::v1::TrainRequest;
 use recalloc_proto::v1::ranker_server::RankerServer;
+use recalloc_store::models;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,7 @@ pub async fn refresh(
     con: &mut RedisConnection,
     slot: &ModelSlot,
 ) -> Result<bool, store::StoreError> {
-    let Some(version) = store::current_version(con).await? else {
+    let Some(version) = models::current_version(con).await? else {
         return Ok(false);
     };
     if slot
@@ -58,7 +59,7 @@ pub async fn refresh(
     {
         return Ok(false);
     }
-    let bytes = store::load_bytes(con, &version).await?;
+    let bytes = models::load_bytes(con, &version).await?;
     let v = version.clone();
     let served =
         tokio::task::spawn_blocking(move || store::decode_model(&v, &bytes).map(Served::new))
@@ -170,15 +171,11 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let events: redis::RedisResult<Option<u64>> = redis::cmd("HGET")
-                    .arg(recalloc_ingest::state::STATS)
-                    .arg("events")
-                    .query_async(&mut con)
-                    .await;
+                let events = recalloc_store::counts::events_applied(&mut con).await;
                 let trained_at = slot
                     .load()
                     .as_ref()
-                    .and_then(|s| s.model.metrics.get("events_at_training").copied())
+                    .and_then(|s| s.model.metrics.get(EVENTS_AT_TRAINING).copied())
                     .map(|e| e as u64);
                 if let Ok(Some(now)) = events
                     && trained_at != Some(now)

@@ -30,6 +30,8 @@ use recalloc_proto::v1::{
     RecommendResponse, RecommendationSource, ScoredItem, SimilarItemsRequest, SimilarItemsResponse,
     TrainRequest, TrainResponse, ranker_server::Ranker,
 };
+use recalloc_store::history::{self, HistoryEntry};
+use recalloc_store::models::TrainLock;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -139,7 +141,7 @@ impl RankService {
         self.models.load_full().ok_or(RankError::NoModel)
     }
 
-    fn history_values(&self, s: &Served, entries: &[store::HistoryEntry]) -> Vec<(u32, f32)> {
+    fn history_values(&self, s: &Served, entries: &[HistoryEntry]) -> Vec<(u32, f32)> {
         let explicit = s.model.algorithm == Algorithm::ExplicitMf;
         let p = self.train_params(Algorithm::ImplicitAls);
         entries
@@ -169,7 +171,7 @@ impl RankService {
             });
         }
         let mut con = self.con.clone();
-        let entries = store::history(&mut con, user).await?;
+        let entries = history::history(&mut con, user).await?;
         let history = self.history_values(s, &entries);
         if !history.is_empty() {
             let (s2, h2) = (s.clone(), history.clone());
@@ -184,7 +186,7 @@ impl RankService {
                 source: RecommendationSource::FoldIn,
             });
         }
-        if let Some(v) = store::user_text_vector(&mut con, user).await?
+        if let Some(v) = recalloc_store::vector_store::user_text_vector(&mut con, user).await?
             && s.model.text_dim == v.len()
         {
             return Ok(Resolved {
@@ -341,50 +343,12 @@ impl RankService {
         let Ok(_local) = self.training.try_lock() else {
             return Err(RankError::Busy);
         };
-        let mut con = self.con.clone();
-        let token = format!("{}-{}", std::process::id(), rand::random::<u64>());
-        let locked: Option<String> = redis::cmd("SET")
-            .arg(store::TRAIN_LOCK)
-            .arg(&token)
-            .arg("NX")
-            .arg("EX")
-            .arg(store::TRAIN_LOCK_TTL_S)
-            .query_async(&mut con)
-            .await?;
-        if locked.is_none() {
+        let holder = format!("{}-{}", std::process::id(), rand::random::<u64>());
+        let Some(lock) = TrainLock::try_acquire(&self.con, &holder).await? else {
             return Err(RankError::Busy);
-        }
-        // The lock lives only while this process renews it: a trainer killed mid-way frees it
-        // within the TTL instead of blocking training until a long expiry.
-        let keepalive = {
-            let (mut con, token) = (con.clone(), token.clone());
-            tokio::spawn(async move {
-                let renew = redis::Script::new(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                     return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0",
-                );
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(store::TRAIN_LOCK_TTL_S / 3))
-                        .await;
-                    let _: redis::RedisResult<i64> = renew
-                        .key(store::TRAIN_LOCK)
-                        .arg(&token)
-                        .arg(store::TRAIN_LOCK_TTL_S)
-                        .invoke_async(&mut con)
-                        .await;
-                }
-            })
         };
-        let result = self.train_locked(p, &mut con).await;
-        keepalive.abort();
-        let release = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
-        let _: redis::RedisResult<i64> = release
-            .key(store::TRAIN_LOCK)
-            .arg(&token)
-            .invoke_async(&mut con)
-            .await;
+        let result = self.train_locked(p, &mut self.con.clone()).await;
+        lock.release().await;
         result
     }
 
@@ -393,7 +357,7 @@ impl RankService {
         p: TrainParams,
         con: &mut RedisConnection,
     ) -> Result<TrainResponse, RankError> {
-        let data = store::training_data(con).await?;
+        let data = recalloc_store::training::training_data(con).await?;
         let now = now_ms();
         let version = format!("{now}-{}", p.algorithm.name());
         let events = data.events;
@@ -403,7 +367,7 @@ impl RankService {
                 .map_err(|e| RankError::Internal(e.to_string()))??;
         model
             .metrics
-            .insert("events_at_training".into(), events as f64);
+            .insert(EVENTS_AT_TRAINING.into(), events as f64);
         let meta = store::save_model(
             con,
             &model,
@@ -423,6 +387,10 @@ impl RankService {
         })
     }
 }
+
+/// The model metric that records how many events were applied when its training read the data
+/// (the scheduled retrain compares it with the events applied now).
+pub const EVENTS_AT_TRAINING: &str = "events_at_training";
 
 pub fn parse_algorithm(s: &str) -> Option<Algorithm> {
     match s {

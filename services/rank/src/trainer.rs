@@ -7,13 +7,13 @@
 //! nothing), summed per user and item. Hybrid is ALS plus a ridge map from the items' text
 //! vectors to their factors, which gives items with text but no interactions factors too.
 
-#[cfg(test)]
-use crate::store::CatalogueItem;
-use crate::store::TrainingData;
 use recalloc_factor::als::{self, AlsParams};
 use recalloc_factor::data::{Csr, IdMap, Triple};
 use recalloc_factor::model::{self, Algorithm, Model, Parts};
 use recalloc_factor::sgd::{self, SgdParams};
+#[cfg(test)]
+use recalloc_store::training::CatalogueItem;
+use recalloc_store::training::TrainingData;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,7 @@ pub enum TrainError {
 
 /// The strength of one history entry for implicit training (0 = ignore).
 pub fn strength(kind: &str, value: f64, p: &TrainParams) -> f32 {
-    recalloc_ingest::state::event_strength(kind, value, p.rating_min, p.rating_max) as f32
+    recalloc_store::kinds::event_strength(kind, value, p.rating_min, p.rating_max) as f32
 }
 
 /// Trains a model. `version` and `now_ms` name it.
@@ -182,7 +182,7 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::HistoryEntry;
+    use recalloc_store::history::HistoryEntry;
 
     fn params(algorithm: Algorithm) -> TrainParams {
         TrainParams {

@@ -1,21 +1,6 @@
-//! The derived state in Redis, and the one place that writes it.
-//!
-//! Key layout. Every key of the derived state starts with the hash tag `{rc}`, so on a Redis
-//! Cluster it all lives in one slot:
-//!
-//! | key | type | content |
-//! |---|---|---|
-//! | `{rc}:user:<id>` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `first_seen_ms`, `last_seen_ms`, `profile_text`, `attributes` (JSON), `updated_at_ms` |
-//! | `{rc}:hist:<id>` | list | the user's events, newest first, at most `featurizer.history_len` JSON objects `{"event_id","item","kind","value","ts"}` |
-//! | `{rc}:recent:<id>` | sorted set | ids of this user's events applied within the last `featurizer.dedup_window_s`, scored by when they were produced (the exactly-once guard); expires a window after its last write |
-//! | `{rc}:item:<id>` | hash | `events`, `ratings`, `rating_sum`, `mean_rating`, `last_event_ms`, `title`, `description`, `tags` (JSON array), `attributes` (JSON), `updated_at_ms` |
-//! | `{rc}:users`, `{rc}:items` | set | every known user / item id |
-//! | `{rc}:popularity` | sorted set | item id → sum of kind weights of its events |
-//! | `{rc}:stats` | hash | `events`, `ratings` applied so far |
-//! | `{rc}:vec:items`, `{rc}:vec:users`, `{rc}:vec:item:<id>`, `{rc}:vec:user:<id>` | | vectors, written by the embed service (see its `store` module) |
-//! | `{rc}:deadletter` | list | the newest 1,000 records the featurizer could not decode or apply, as JSON |
-//!
-//! (The kind of key comes before the id, so no id can make one key look like another.)
+//! The state the featurizer derives from the topics — users, items, histories, the
+//! exactly-once guard, popularity and the global counts — and the scripts that are its only
+//! writer. (Layout: the crate's docs.)
 //!
 //! Each record is applied by one Lua script, atomically: the event's id is added to the user's
 //! `recent` set first, and if it was already there nothing else changes. So a redelivered,
@@ -42,19 +27,15 @@
 //! needed by the scripts — the trained models' chunks — is spread over the cluster (see the rank
 //! crate's `store` module).
 
-use recalloc_common::redis_conn::RedisConnection;
-use recalloc_proto::v1::{EventKind, EventRecord, ItemRecord, UserRecord};
+use crate::kinds::{kind_name, kind_weight};
+use crate::{PREFIX, RedisConnection};
+use recalloc_proto::Record;
+use recalloc_proto::v1::{EventKind, ItemRecord, UserRecord};
 
-/// Every key of the derived state (and of the model bookkeeping) starts with this hash tag.
-pub const PREFIX: &str = "{rc}:";
 pub const USERS: &str = "{rc}:users";
 pub const ITEMS: &str = "{rc}:items";
 pub const POPULARITY: &str = "{rc}:popularity";
 pub const STATS: &str = "{rc}:stats";
-pub const DEADLETTER: &str = "{rc}:deadletter";
-/// Ids with a stored vector; written by the embed service (its `store` module has that layout).
-pub const VECTOR_ITEMS: &str = "{rc}:vec:items";
-pub const VECTOR_USERS: &str = "{rc}:vec:users";
 
 pub fn user_key(user: &str) -> String {
     format!("{{rc}}:user:{user}")
@@ -67,91 +48,6 @@ pub fn user_recent_key(user: &str) -> String {
 }
 pub fn item_key(item: &str) -> String {
     format!("{{rc}}:item:{item}")
-}
-pub fn item_vector_key(item: &str) -> String {
-    format!("{{rc}}:vec:item:{item}")
-}
-pub fn user_vector_key(user: &str) -> String {
-    format!("{{rc}}:vec:user:{user}")
-}
-
-/// How much one event of a kind adds to an item's popularity.
-pub fn kind_weight(kind: EventKind) -> f64 {
-    match kind {
-        EventKind::View | EventKind::Dwell => 1.0,
-        EventKind::Click => 2.0,
-        EventKind::Share | EventKind::Wishlist => 3.0,
-        EventKind::AddToCart => 4.0,
-        EventKind::Rating => 5.0,
-        EventKind::Purchase => 8.0,
-        EventKind::Unspecified => 0.0,
-    }
-}
-
-/// One entry of a user's `hist` list, as the featurizer writes it.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct HistoryEntry {
-    pub item: String,
-    pub kind: String,
-    #[serde(default)]
-    pub value: f64,
-    #[serde(default)]
-    pub ts: i64,
-}
-
-/// A user's recent history, newest first (entries that do not parse are skipped).
-pub async fn history(
-    con: &mut RedisConnection,
-    user: &str,
-) -> redis::RedisResult<Vec<HistoryEntry>> {
-    let raw: Vec<String> = redis::cmd("LRANGE")
-        .arg(user_history_key(user))
-        .arg(0)
-        .arg(-1)
-        .query_async(con)
-        .await?;
-    Ok(raw
-        .iter()
-        .filter_map(|r| serde_json::from_str(r).ok())
-        .collect())
-}
-
-/// The kind a history entry names (see [`kind_name`]).
-pub fn kind_from_name(name: &str) -> Option<EventKind> {
-    (0..=8)
-        .filter_map(|i| EventKind::try_from(i).ok())
-        .find(|k| kind_name(*k) == name)
-}
-
-/// How strongly one event says "the user likes the item": the kind's weight, and for a
-/// rating that weight times its place on the rating scale, so a lowest rating counts nothing.
-/// Unknown kinds count nothing. Used by profile fusion and by implicit training.
-pub fn event_strength(kind: &str, value: f64, rating_min: f64, rating_max: f64) -> f64 {
-    let Some(k) = kind_from_name(kind) else {
-        return 0.0;
-    };
-    let w = kind_weight(k);
-    let span = rating_max - rating_min;
-    if k == EventKind::Rating && span > 0.0 {
-        w * ((value - rating_min) / span).clamp(0.0, 1.0)
-    } else {
-        w
-    }
-}
-
-/// Short lower-case name used in history entries and logs.
-pub fn kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Unspecified => "unspecified",
-        EventKind::View => "view",
-        EventKind::Click => "click",
-        EventKind::AddToCart => "add_to_cart",
-        EventKind::Purchase => "purchase",
-        EventKind::Rating => "rating",
-        EventKind::Wishlist => "wishlist",
-        EventKind::Share => "share",
-        EventKind::Dwell => "dwell",
-    }
 }
 
 const APPLY_EVENT: &str = r#"
@@ -335,69 +231,6 @@ fn sorted_json(map: &std::collections::HashMap<String, String>) -> String {
     serde_json::to_string(&sorted).unwrap_or_default()
 }
 
-/// One decoded record of any topic.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    Event(EventRecord),
-    Item(ItemRecord),
-    User(UserRecord),
-}
-
-impl Record {
-    /// The W3C trace context the record was produced under.
-    pub fn traceparent(&self) -> &str {
-        match self {
-            Record::Event(e) => &e.traceparent,
-            Record::Item(i) => &i.traceparent,
-            Record::User(u) => &u.traceparent,
-        }
-    }
-}
-
-/// Counts the CLI's `stats` prints.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Counts {
-    pub events: u64,
-    pub ratings: u64,
-    pub users: u64,
-    pub items: u64,
-    pub embedded_items: u64,
-    pub embedded_users: u64,
-}
-
-/// Reads the counts in one round trip.
-pub async fn counts(con: &mut RedisConnection) -> redis::RedisResult<Counts> {
-    let (events, ratings, users, items, embedded_items, embedded_users): (
-        Option<u64>,
-        Option<u64>,
-        u64,
-        u64,
-        u64,
-        u64,
-    ) = redis::pipe()
-        .hget(STATS, "events")
-        .hget(STATS, "ratings")
-        .scard(USERS)
-        .scard(ITEMS)
-        .scard(VECTOR_ITEMS)
-        .scard(VECTOR_USERS)
-        .query_async(con)
-        .await?;
-    Ok(Counts {
-        events: events.unwrap_or(0),
-        ratings: ratings.unwrap_or(0),
-        users,
-        items,
-        embedded_items,
-        embedded_users,
-    })
-}
-
-/// Keys under this prefix are trained models (the rank service's), not state derived from the
-/// topics: a rebuild keeps them, since replaying the log cannot bring them back. (The models'
-/// chunks live outside `{rc}`, so a wipe never sees them.)
-pub const MODELS_PREFIX: &str = "{rc}:model:";
-
 /// Deletes every key derived from the topics (all of `{rc}:*` but the models), for a rebuild.
 /// Vectors go too; the embed service's sweep re-embeds the rebuilt items and users.
 pub async fn wipe(con: &mut RedisConnection) -> redis::RedisResult<u64> {
@@ -405,7 +238,7 @@ pub async fn wipe(con: &mut RedisConnection) -> redis::RedisResult<u64> {
         .scan_match(&format!("{PREFIX}*"))
         .await?
         .into_iter()
-        .filter(|k| !k.starts_with(MODELS_PREFIX))
+        .filter(|k| !k.starts_with(crate::models::MODELS_PREFIX))
         .collect();
     let mut deleted = 0u64;
     // All in the `{rc}` slot, so a batch of them is one command even on a cluster.

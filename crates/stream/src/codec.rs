@@ -2,8 +2,8 @@
 //! trace context header. Any producer that writes these messages to these topics (e.g. Python
 //! `confluent-kafka` with protobuf classes generated from `proto/`) feeds the featurizer.
 
-use crate::state::Record;
 use prost::Message;
+use recalloc_proto::Record;
 use recalloc_proto::topics;
 use recalloc_proto::v1::{EventRecord, ItemRecord, UserRecord};
 

@@ -1,10 +1,11 @@
-//! Vectors in Redis, next to the featurizer's state and in its `{rc}` hash-tag slot (the write
-//! script adds to the id set in the same step, and the sweep diffs that set against the
-//! featurizer's; see the ingest crate's `state` module for why the state shares one slot):
+//! Vectors in Redis, written by the embed service only, next to the featurizer's state and in its
+//! `{rc}` hash-tag slot (the write script adds to the id set in the same step, and the sweep
+//! diffs that set against the featurizer's; [`crate::derived`] says why the state shares one
+//! slot):
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `{rc}:vec:item:<id>` | hash | `v` (encoded vector, see [`crate::vectors`]), `sha` (of model + text), `model`, `updated_at_ms` |
+//! | `{rc}:vec:item:<id>` | hash | `v` ([`VECTOR_FIELD`]: the encoded vector, see [`crate::vectors`]), `sha` (of model + text), `model`, `updated_at_ms` |
 //! | `{rc}:vec:user:<id>` | hash | the same, for the user's profile text |
 //! | `{rc}:vec:items`, `{rc}:vec:users` | set | ids that have a vector (what `recalloc stats` counts) |
 //!
@@ -12,14 +13,56 @@
 //! are already stored changes nothing, so replays and duplicates are harmless; the worker asks
 //! [`VectorStore::stale`] first so a replay costs no inference.
 
-use crate::fusion::HistoryEntry;
+use crate::RedisConnection;
+use crate::derived::{self, item_key, user_key};
+use crate::history::{self, HistoryEntry};
 use crate::vectors::{self, Encoding};
-use recalloc_common::redis_conn::RedisConnection;
-use recalloc_ingest::state::{self, item_key, user_key};
 use recalloc_proto::v1::{Item, User};
 use sha2::{Digest, Sha256};
 
-pub use recalloc_ingest::state::{VECTOR_ITEMS, VECTOR_USERS, item_vector_key, user_vector_key};
+/// Ids with a stored vector.
+pub const VECTOR_ITEMS: &str = "{rc}:vec:items";
+pub const VECTOR_USERS: &str = "{rc}:vec:users";
+/// The field of a vector hash that holds the encoded vector.
+pub const VECTOR_FIELD: &str = "v";
+
+pub fn item_vector_key(item: &str) -> String {
+    format!("{{rc}}:vec:item:{item}")
+}
+pub fn user_vector_key(user: &str) -> String {
+    format!("{{rc}}:vec:user:{user}")
+}
+
+/// The stored vectors under `keys` (`None` where there is none or it does not decode), in one
+/// round trip.
+pub async fn read_vectors(
+    con: &mut RedisConnection,
+    keys: &[String],
+) -> redis::RedisResult<Vec<Option<Vec<f32>>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("HGET").arg(k).arg(VECTOR_FIELD);
+    }
+    let raw: Vec<Option<Vec<u8>>> = pipe.query_async(con).await?;
+    Ok(raw
+        .into_iter()
+        .map(|b| b.and_then(|b| vectors::decode(&b).ok()))
+        .collect())
+}
+
+/// A user's text vector, if the embed service made one.
+pub async fn user_text_vector(
+    con: &mut RedisConnection,
+    user: &str,
+) -> redis::RedisResult<Option<Vec<f32>>> {
+    Ok(read_vectors(con, &[user_vector_key(user)])
+        .await?
+        .pop()
+        .flatten())
+}
 
 /// The text an item is embedded from: title, description and tags, each when present.
 pub fn item_text(title: &str, description: &str, tags: &[String]) -> String {
@@ -100,12 +143,12 @@ pub fn text_sha(model: &str, text: &str) -> String {
 }
 
 const WRITE_VECTOR: &str = r#"
--- KEYS: vector hash, id set. ARGV: id, encoded vector, sha, updated_at_ms, model
+-- KEYS: vector hash, id set. ARGV: id, encoded vector, sha, updated_at_ms, model, vector field
 local prev = redis.call('HMGET', KEYS[1], 'updated_at_ms', 'sha')
 redis.call('SADD', KEYS[2], ARGV[1])
 if prev[1] and tonumber(ARGV[4]) < tonumber(prev[1]) then return 0 end
 if prev[2] == ARGV[3] and tonumber(ARGV[4]) == tonumber(prev[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'sha', ARGV[3], 'updated_at_ms', ARGV[4], 'model', ARGV[5])
+redis.call('HSET', KEYS[1], ARGV[6], ARGV[2], 'sha', ARGV[3], 'updated_at_ms', ARGV[4], 'model', ARGV[5])
 return 1
 "#;
 
@@ -176,26 +219,12 @@ impl VectorStore {
                 .arg(vectors::encode(v, self.encoding))
                 .arg(text_sha(&self.model, &t.text))
                 .arg(t.updated_at_ms)
-                .arg(&self.model);
+                .arg(&self.model)
+                .arg(VECTOR_FIELD);
             pipe.invoke_script(&inv);
         }
         let changed: Vec<i64> = pipe.query_async(&mut self.con.clone()).await?;
         Ok(changed.iter().filter(|&&c| c == 1).count() as u64)
-    }
-
-    async fn read_vectors(&self, keys: &[String]) -> redis::RedisResult<Vec<Option<Vec<f32>>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("HGET").arg(k).arg("v");
-        }
-        let raw: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.con.clone()).await?;
-        Ok(raw
-            .into_iter()
-            .map(|b| b.and_then(|b| vectors::decode(&b).ok()))
-            .collect())
     }
 
     pub async fn item_vectors(
@@ -203,20 +232,16 @@ impl VectorStore {
         items: &[String],
     ) -> redis::RedisResult<Vec<Option<Vec<f32>>>> {
         let keys: Vec<String> = items.iter().map(|i| item_vector_key(i)).collect();
-        self.read_vectors(&keys).await
+        read_vectors(&mut self.con.clone(), &keys).await
     }
 
     pub async fn user_text_vector(&self, user: &str) -> redis::RedisResult<Option<Vec<f32>>> {
-        Ok(self
-            .read_vectors(&[user_vector_key(user)])
-            .await?
-            .pop()
-            .flatten())
+        user_text_vector(&mut self.con.clone(), user).await
     }
 
     /// The user's recent history, newest first.
     pub async fn history(&self, user: &str) -> redis::RedisResult<Vec<HistoryEntry>> {
-        state::history(&mut self.con.clone(), user).await
+        history::history(&mut self.con.clone(), user).await
     }
 
     /// Items and users that Redis knows, with text, but without a vector.
@@ -225,8 +250,8 @@ impl VectorStore {
         let mut out = Vec::new();
         for owner in [Owner::Item, Owner::User] {
             let (all, with_vector) = match owner {
-                Owner::Item => (state::ITEMS, VECTOR_ITEMS),
-                Owner::User => (state::USERS, VECTOR_USERS),
+                Owner::Item => (derived::ITEMS, VECTOR_ITEMS),
+                Owner::User => (derived::USERS, VECTOR_USERS),
             };
             let ids: Vec<String> = redis::cmd("SDIFF")
                 .arg(all)
