@@ -3,7 +3,7 @@ SHELL := /bin/bash
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 CLI := $(TARGET_DIR)/release/recalloc
 DEMO_DATA ?= data/goodbooks
-DEMO_TRACE ?= ../shared/data/traces/crane/input0.csv
+DEMO_TRACE ?= data/traces/crane/input0.csv
 # Three readers with the most ratings in the bundled sample.
 DEMO_USERS ?= 25266 6305 52581
 

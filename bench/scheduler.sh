@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Scheduler benchmarks:
 #   - planner: 10 deployments × 288 steps with a shared GPU budget, solve time (goal ≤ 100 ms);
-#   - allocation quality on the shared load traces: recalloc's planner against the Kubernetes
+#   - allocation quality on the bundled load traces: recalloc's planner against the Kubernetes
 #     HPA policy replayed on the same trace (goal: slack ≤ 0.5× HPA's, under-provisioned
 #     time ≤ HPA's), and the seed model's running max;
 #   - forecast accuracy on the same traces (rolling origin over the last 25 %).
-# Traces are read from ../shared/data/traces (or $TRACES); without them those rows are skipped.
+# Traces are the bundled ones in data/traces (or $TRACES=DIR with the same layout).
 # Appends rows to bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source deploy/local/env.sh
-traces=${TRACES:-$root/../shared/data/traces}
+traces=${TRACES:-$root/data/traces}
 day=$(date -u +%Y-%m-%d); cores=$(nproc)
 f=bench/results.md
 
@@ -27,11 +27,11 @@ python3 bench/results.py $f "## Scheduler: planner, 10 deployments × 288 steps,
   "| date | machine | median (ms) | min (ms) | Lagrangian rounds | gap to lower bound |" "|---|---|---|---|---|---|" "$row"
 
 if [ ! -d "$traces" ]; then
-  echo "traces not found in $traces: quality rows skipped (set TRACES=DIR)"; exit 0
+  echo "traces not found in $traces (bundled in data/traces; TRACES=DIR overrides)" >&2; exit 1
 fi
 for spec in crane/input0.csv:15:30 crane/input6.csv:5:30 wikipedia/example_wp_log_peyton_manning.csv:1:7; do
   IFS=: read -r file cap horizon <<<"$spec"
-  [ -f "$traces/$file" ] || { echo "missing $traces/$file: skipped"; continue; }
+  [ -f "$traces/$file" ] || { echo "missing $traces/$file" >&2; exit 1; }
   sim=$("$bin/recalloc" simulate --trace "$traces/$file" --capacity-per-pod "$cap" --startup 60s --policy all --json --chart none)
   acc=$("$target/release/examples/forecast_accuracy" "$traces/$file" "$horizon")
   row=$(python3 - "$day" "$cores" "$file" "$cap" "$sim" <<'PY'
