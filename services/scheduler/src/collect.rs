@@ -7,7 +7,8 @@
 //! * `metrics_gauge`: the matching series' sum, as is.
 //! * `kafka_lag`: records produced per second to the topic (the summed high-watermark increase
 //!   over the partitions since the previous reading) plus the group's backlog divided by
-//!   `drain_seconds`. The backlog per partition is `high - max(committed, low)`: a partition
+//!   `drain_seconds`. The backlog per partition is `recalloc_stream::lag::backlog`,
+//!   `high - max(committed, low)`: a partition
 //!   without a committed offset counts all its retained records (`high - low`). **The first
 //!   reading**, which has no previous watermarks, returns the backlog term alone
 //!   (`Ok(Some(lag / drain_seconds))`): the backlog is known at once, and leaving the produce
@@ -30,7 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, TopicPartitionList};
 use recalloc_common::config::{SchedulerConfig, Signal};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -275,7 +276,7 @@ impl Source {
                 let offsets = kafka_offsets(consumer, group, topic).await?;
                 let lag: i64 = offsets
                     .values()
-                    .map(|o| (o.high - o.committed.unwrap_or(o.low).max(o.low)).max(0))
+                    .map(|o| recalloc_stream::lag::backlog(o.low, o.high, o.committed))
                     .sum();
                 let backlog = lag as f64 / *drain_seconds;
                 let highs: BTreeMap<i32, i64> = offsets.iter().map(|(&p, o)| (p, o.high)).collect();
@@ -589,10 +590,7 @@ fn blocking_offsets(
         let (low, high) = consumer
             .fetch_watermarks(topic, el.partition(), left())
             .map_err(|e| format!("watermarks of partition {}: {e}", el.partition()))?;
-        let committed = match el.offset() {
-            Offset::Offset(o) if o >= 0 => Some(o),
-            _ => None,
-        };
+        let committed = recalloc_stream::lag::committed_offset(el.offset());
         out.insert(
             el.partition(),
             PartitionOffsets {

@@ -117,26 +117,19 @@ fn observe_tracks_new_data_without_refit() {
 }
 
 /// Two weeks of minutes is the most history a simulator refit uses
-/// (`RecallocParams::max_history_steps`), and the simulator refits every trace hour: the
-/// 16-day Crane input6 replay makes 384 such fits. Measured on 2 cores: 39 ms in release,
-/// 425 ms in a debug build. Bounds 0.5 s / 4 s (13× / 9× headroom for a loaded machine): past
-/// 0.5 s the fits alone would take that replay over 3 minutes.
+/// (`RecallocParams::max_history_steps`): the daily season must be found in it. (How long the
+/// fit takes is a benchmark's question, not a test's: these machines are shared and noisy.)
 #[test]
-fn fitting_two_weeks_of_minutes_is_fast() {
+fn two_weeks_of_minutes_reveal_the_daily_season() {
     let y = daily_series(14, 60, 5.0, 11);
-    let start = std::time::Instant::now();
     let f = Forecaster::fit(&y, 60).unwrap();
-    let elapsed = start.elapsed();
     println!(
-        "fit on {} points: {:?}, method {}, candidates {:?}",
+        "fit on {} points: method {}, candidates {:?}",
         y.len(),
-        elapsed,
         f.method(),
         f.candidates()
     );
-    assert!(f.seasonality().steps() == Some(1440));
-    let limit = std::time::Duration::from_millis(if cfg!(debug_assertions) { 4000 } else { 500 });
-    assert!(elapsed <= limit, "fit took {elapsed:?}, limit {limit:?}");
+    assert_eq!(f.seasonality().steps(), Some(1440));
 }
 
 #[test]
