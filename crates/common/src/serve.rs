@@ -1,10 +1,13 @@
-//! What every recalloc server sets up the same way: a stop signal for the phased shutdown, the
-//! HTTP endpoint and the gRPC listener bound before serving (so a port clash fails at start and
-//! port 0 resolves for tests), and server reflection listing exactly what the process serves.
+//! What every recalloc server sets up the same way: the binary's `main` ([`main`]), the one
+//! start-up error type ([`ServeError`]), a stop signal for the phased shutdown, the HTTP endpoint
+//! and the gRPC listener bound before serving (so a port clash fails at start and port 0
+//! resolves for tests), the layer stack every gRPC server runs ([`layers`]), the drain phase,
+//! and server reflection listing exactly what the process serves.
 
 use crate::{Metrics, Readiness};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -151,4 +154,101 @@ pub fn reflection_of(
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
+}
+
+/// Why a server could not start, or stopped with an error: what every server's `run` returns.
+/// The message names what failed (the config key, the address, the dependency).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is invalid; the message names the key.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    RedisConfig(#[from] crate::redis_conn::RedisConfigError),
+    /// Something the service needs failed: the Kafka producer, the model, the cluster, a worker.
+    #[error("{what}: {source}")]
+    Dependency {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ServeError {
+    /// An invalid setting: `invalid config key {key}: {message}`.
+    pub fn config(key: &str, message: impl std::fmt::Display) -> Self {
+        Self::Config(format!("invalid config key {key}: {message}"))
+    }
+
+    /// A failed dependency, `what` naming it (`kafka producer`, `model`, …).
+    pub fn dependency(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Dependency {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// The layers every recalloc gRPC server runs, outermost first: the W3C trace context of the
+/// caller, the request metrics, and the bearer token on the `guarded` methods (none when no
+/// token is configured). `server.layer(layers(..))`.
+pub fn layers(
+    metrics: Arc<Metrics>,
+    token: Option<crate::auth::Secret>,
+    guarded: &'static [&'static str],
+) -> tower::layer::util::Stack<
+    crate::auth::RequireToken,
+    tower::layer::util::Stack<
+        crate::metrics::GrpcMetricsLayer,
+        tower::layer::util::Stack<
+            crate::trace_context::GrpcTraceLayer,
+            tower::layer::util::Identity,
+        >,
+    >,
+> {
+    tower::ServiceBuilder::new()
+        .layer(crate::trace_context::GrpcTraceLayer)
+        .layer(crate::metrics::GrpcMetricsLayer::new(metrics))
+        .layer(crate::auth::RequireToken::new(token, guarded))
+        .into_inner()
+}
+
+/// The shutdown signal a server's `run` is given (SIGTERM or ctrl-c in a binary).
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The `main` of every server binary: loads the layered config and installs telemetry (exit 2
+/// naming the problem), lets `adjust` apply the binary's own flags, runs `serve` until SIGTERM
+/// or ctrl-c, flushes queued spans (the last phase of shutdown), and on an error logs it and
+/// exits 1 with `binary: error` on stderr.
+pub async fn main<Fut, E>(
+    binary: &'static str,
+    config_file: Option<&std::path::Path>,
+    adjust: impl FnOnce(&mut crate::Config),
+    serve: impl FnOnce(crate::Config, Shutdown) -> Fut,
+) where
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut cfg = crate::config_and_telemetry_or_exit(binary, config_file);
+    adjust(&mut cfg);
+    let result = serve(cfg, Box::pin(crate::shutdown::signal())).await;
+    crate::telemetry::shutdown().await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "{binary} failed");
+        eprintln!("{binary}: {e}");
+        std::process::exit(1);
+    }
 }

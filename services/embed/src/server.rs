@@ -7,7 +7,6 @@ use crate::model::ModelError;
 use crate::service::EmbedService;
 use crate::worker;
 use recalloc_common::config::Config;
-use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::embedder_server::EmbedderServer;
 use recalloc_store::vector_store::VectorStore;
@@ -20,27 +19,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How long shutdown waits for in-flight calls.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Tls(#[from] recalloc_common::tls::TlsError),
-    #[error("invalid config key {key}: {message}")]
-    Config { key: &'static str, message: String },
-    #[error("model: {0}")]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Bind(#[from] recalloc_common::serve::BindError),
-    #[error("grpc server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error(transparent)]
-    RedisConfig(#[from] recalloc_common::redis_conn::RedisConfigError),
-    #[error("worker: {0}")]
-    Worker(#[from] worker::WorkerError),
-}
+pub use recalloc_common::serve::ServeError;
 
 pub use recalloc_common::serve::Bound;
 
@@ -61,15 +40,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
-    let encoding = Encoding::parse(&cfg.embed.storage).map_err(|message| ServeError::Config {
-        key: "embed.storage",
-        message,
-    })?;
+    let encoding = Encoding::parse(&cfg.embed.storage)
+        .map_err(|message| ServeError::config("embed.storage", message))?;
     if !(0.0..=1.0).contains(&cfg.embed.profile_text_weight) {
-        return Err(ServeError::Config {
-            key: "embed.profile_text_weight",
-            message: "must be between 0 and 1".into(),
-        });
+        return Err(ServeError::config(
+            "embed.profile_text_weight",
+            "must be between 0 and 1",
+        ));
     }
     // TLS files are checked before the model loads and anything is bound.
     let server = recalloc_common::tls::server_builder(&cfg.security)?;
@@ -84,7 +61,9 @@ pub async fn run(
         let m = metrics.clone();
         tokio::task::spawn_blocking(move || Engine::start(&e, m))
             .await
-            .map_err(|e| ModelError::Device(format!("model loading task: {e}")))??
+            .map_err(|e| ModelError::Device(format!("model loading task: {e}")))
+            .and_then(|r| r)
+            .map_err(|e| ServeError::dependency("model", e))?
     };
     let redis_target = recalloc_common::redis_conn::RedisTarget::from_config(&cfg.redis)?;
     let con = loop {
@@ -146,8 +125,7 @@ pub async fn run(
         tracing::info!("embed.consume is off: serving Embed only, not consuming the topics");
     }
     let grpc = server
-        .layer(recalloc_common::trace_context::GrpcTraceLayer)
-        .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .layer(recalloc_common::serve::layers(metrics.clone(), None, &[]))
         .add_service(health)
         .add_service(reflection)
         .add_service(
@@ -174,7 +152,7 @@ pub async fn run(
     let worker_outcome = match worker_task {
         None => Ok(()),
         Some(task) => match tokio::time::timeout(GRACE, task).await {
-            Ok(Ok(r)) => r.map_err(ServeError::from),
+            Ok(Ok(r)) => r.map_err(|e| ServeError::dependency("worker", e)),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "worker task failed");
                 Ok(())

@@ -89,6 +89,36 @@ async fn apply_batch(
     Ok(new_events)
 }
 
+/// The featurizer process: its HTTP endpoint (metrics, readiness) and [`run`] until `shutdown`
+/// resolves; the endpoint stops last.
+pub async fn serve(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), recalloc_common::serve::ServeError> {
+    let metrics = Metrics::new();
+    let readiness = Readiness::new(None, &[]);
+    let stop = recalloc_common::serve::Stop::default();
+    let (addr, http) = recalloc_common::http::serve(
+        cfg.featurizer.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stop.signal(),
+    )
+    .await
+    .map_err(|source| recalloc_common::serve::BindError {
+        addr: cfg.featurizer.metrics_addr,
+        source,
+    })?;
+    tracing::info!(%addr, group = %cfg.featurizer.group_id, "featurizer starting");
+    let http = tokio::spawn(http);
+    let result = run(cfg, metrics, readiness, shutdown).await;
+    stop.stop();
+    let _ = http.await;
+    result.map_err(|e| recalloc_common::serve::ServeError::dependency("featurizer", e))?;
+    tracing::info!("featurizer stopped");
+    Ok(())
+}
+
 /// Runs the featurizer until `shutdown` resolves, then commits what it applied and leaves the
 /// group (so its partitions move at once instead of after the session timeout).
 pub async fn run(

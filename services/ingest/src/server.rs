@@ -5,7 +5,6 @@ use crate::producer::EventProducer;
 use crate::service::IngestService;
 use crate::validate::{self, Limits};
 use recalloc_common::config::Config;
-use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::redis_conn::RedisTarget;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::v1::ingest_server::IngestServer;
@@ -25,21 +24,7 @@ pub const WRITES: [&str; 4] = [
     "/recalloc.v1.Ingest/UpsertUsers",
 ];
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Tls(#[from] recalloc_common::tls::TlsError),
-    #[error("{0}")]
-    Config(String),
-    #[error("kafka producer: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error(transparent)]
-    Bind(#[from] recalloc_common::serve::BindError),
-    #[error("grpc server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-}
+pub use recalloc_common::serve::ServeError;
 
 pub use recalloc_common::serve::Bound;
 
@@ -58,7 +43,8 @@ pub async fn run(
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ingest"]);
     readiness.set(false).await;
-    let producer = EventProducer::new(&cfg.kafka)?;
+    let producer =
+        EventProducer::new(&cfg.kafka).map_err(|e| ServeError::dependency("kafka producer", e))?;
     let service = IngestService::new(
         producer.clone(),
         limits,
@@ -91,9 +77,11 @@ pub async fn run(
 
     let token = recalloc_common::auth::token(&cfg.security).map_err(ServeError::Config)?;
     let grpc = server
-        .layer(recalloc_common::trace_context::GrpcTraceLayer)
-        .layer(GrpcMetricsLayer::new(metrics.clone()))
-        .layer(recalloc_common::auth::RequireToken::new(token, &WRITES))
+        .layer(recalloc_common::serve::layers(
+            metrics.clone(),
+            token,
+            &WRITES,
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(

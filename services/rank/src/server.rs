@@ -5,7 +5,6 @@ use crate::service::{EVENTS_AT_TRAINING, ModelSlot, RankService, parse_algorithm
 use crate::store;
 use arc_swap::ArcSwapOption;
 use recalloc_common::config::Config;
-use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
 use recalloc_common::{Metrics, Readiness};
 use recalloc_factor::model::Served;
@@ -21,23 +20,7 @@ pub const GRACE: Duration = Duration::from_secs(10);
 /// The calls the bearer token guards.
 pub const ADMIN: [&str; 1] = ["/recalloc.v1.Ranker/Train"];
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Tls(#[from] recalloc_common::tls::TlsError),
-    #[error("invalid config key {key}: {message}")]
-    Config { key: &'static str, message: String },
-    #[error(transparent)]
-    Bind(#[from] recalloc_common::serve::BindError),
-    #[error("grpc server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error(transparent)]
-    RedisConfig(#[from] recalloc_common::redis_conn::RedisConfigError),
-}
+pub use recalloc_common::serve::ServeError;
 
 pub use recalloc_common::serve::Bound;
 
@@ -80,25 +63,21 @@ pub async fn run(
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     if parse_algorithm(&cfg.rank.algorithm).is_none() {
-        return Err(ServeError::Config {
-            key: "rank.algorithm",
-            message: format!(
+        return Err(ServeError::config(
+            "rank.algorithm",
+            format!(
                 "{:?} is not implicit_als, explicit_mf or hybrid",
                 cfg.rank.algorithm
             ),
-        });
+        ));
     }
     if cfg.rank.factors == 0 || cfg.rank.iterations == 0 {
-        return Err(ServeError::Config {
-            key: "rank.factors",
-            message: "rank.factors and rank.iterations must be at least 1".into(),
-        });
+        return Err(ServeError::config(
+            "rank.factors",
+            "rank.factors and rank.iterations must be at least 1",
+        ));
     }
-    let token =
-        recalloc_common::auth::token(&cfg.security).map_err(|message| ServeError::Config {
-            key: "security.token_file",
-            message,
-        })?;
+    let token = recalloc_common::auth::token(&cfg.security).map_err(ServeError::Config)?;
     // TLS files are checked before anything is bound or loaded.
     let server = recalloc_common::tls::server_builder(&cfg.security)?;
     let metrics = Metrics::new();
@@ -190,9 +169,11 @@ pub async fn run(
     });
 
     let grpc = server
-        .layer(recalloc_common::trace_context::GrpcTraceLayer)
-        .layer(GrpcMetricsLayer::new(metrics.clone()))
-        .layer(recalloc_common::auth::RequireToken::new(token, &ADMIN))
+        .layer(recalloc_common::serve::layers(
+            metrics.clone(),
+            token,
+            &ADMIN,
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(

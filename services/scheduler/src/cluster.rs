@@ -31,7 +31,12 @@ impl Cluster {
                 tracing::warn!(error = %e, "no Kubernetes cluster reachable: running dry (plans are served, not applied)");
                 return Ok(None);
             }
-            Err(e) => return Err(ServeError::NoCluster(e.to_string())),
+            Err(e) => {
+                return Err(ServeError::dependency(
+                    "scheduler.mode is kube but no cluster is reachable",
+                    e.to_string(),
+                ));
+            }
         };
         Ok(Some(Self::with_client(client, cfg)))
     }

@@ -17,16 +17,11 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let cfg =
-        recalloc_common::config_and_telemetry_or_exit("recalloc-scheduler", args.config.as_deref());
-    let result =
-        recalloc_scheduler::server::run(cfg, None, recalloc_common::shutdown::signal(), |_| {})
-            .await;
-    // Last phase of shutdown: queued spans to the collector.
-    recalloc_common::telemetry::shutdown().await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "scheduler failed");
-        eprintln!("recalloc-scheduler: {e}");
-        std::process::exit(1);
-    }
+    recalloc_common::serve::main(
+        "recalloc-scheduler",
+        args.config.as_deref(),
+        |_| {},
+        |cfg, shutdown| recalloc_scheduler::server::run(cfg, None, shutdown, |_| {}),
+    )
+    .await;
 }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use recalloc_common::config::Config;
-use recalloc_common::metrics::GrpcMetricsLayer;
 use recalloc_common::serve::Stop;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::externalscaler::external_scaler_server::ExternalScalerServer;
@@ -20,7 +19,7 @@ use crate::cluster::Cluster;
 use crate::collect::Collector;
 use crate::control::Controller;
 use crate::lease;
-use crate::planning::{self, PlanningError};
+use crate::planning;
 use crate::service::{KedaScaler, SchedulerService};
 
 pub use recalloc_common::serve::Bound;
@@ -28,23 +27,7 @@ pub use recalloc_common::serve::Bound;
 pub const GRACE: Duration = Duration::from_secs(10);
 const SERVICES: [&str; 2] = ["recalloc.v1.Scheduler", "externalscaler.ExternalScaler"];
 
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Tls(#[from] recalloc_common::tls::TlsError),
-    #[error(transparent)]
-    Config(#[from] PlanningError),
-    #[error("scheduler.mode is kube but no cluster is reachable: {0}")]
-    NoCluster(String),
-    #[error("load collection: {0}")]
-    Collect(#[from] crate::collect::CollectError),
-    #[error(transparent)]
-    Bind(#[from] recalloc_common::serve::BindError),
-    #[error("grpc server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-}
+pub use recalloc_common::serve::ServeError;
 
 /// Runs the scheduler until `shutdown` resolves. `cluster`: `None` connects as the config
 /// says; tests pass their own.
@@ -54,14 +37,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
-    planning::validate(&cfg.scheduler)?;
+    planning::validate(&cfg.scheduler).map_err(|e| ServeError::Config(e.to_string()))?;
     // TLS files are checked before the cluster is contacted and anything is bound.
     let server = recalloc_common::tls::server_builder(&cfg.security)?;
     let cluster = match cluster {
         Some(c) => Some(c),
         None => Cluster::connect(&cfg).await?,
     };
-    let collector = Collector::new(&cfg.scheduler, &cfg.kafka.brokers)?;
+    let collector = Collector::new(&cfg.scheduler, &cfg.kafka.brokers)
+        .map_err(|e| ServeError::dependency("load collection", e))?;
     let metrics = Metrics::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(Some(reporter), &SERVICES);
@@ -110,8 +94,7 @@ pub async fn run(
     ));
 
     let grpc = server
-        .layer(recalloc_common::trace_context::GrpcTraceLayer)
-        .layer(GrpcMetricsLayer::new(metrics.clone()))
+        .layer(recalloc_common::serve::layers(metrics.clone(), None, &[]))
         .add_service(health)
         .add_service(reflection)
         .add_service(SchedulerServer::new(SchedulerService::new(state.clone())))

@@ -20,24 +20,21 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
-    let mut cfg =
-        recalloc_common::config_and_telemetry_or_exit("recalloc-embed", args.config.as_deref());
-    if let Some(d) = args.device {
-        cfg.embed.device = d;
-    }
-    if let Some(m) = args.model_dir {
-        cfg.embed.model_dir = m;
-    }
-    let result =
-        recalloc_embed::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await;
-    // Last phase of shutdown: queued spans to the collector.
-    recalloc_common::telemetry::shutdown().await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "embed failed");
-        eprintln!("recalloc-embed: {e}");
-        std::process::exit(1);
-    }
-    Ok(())
+    let (device, model_dir) = (args.device, args.model_dir);
+    recalloc_common::serve::main(
+        "recalloc-embed",
+        args.config.as_deref(),
+        |cfg| {
+            if let Some(d) = device {
+                cfg.embed.device = d;
+            }
+            if let Some(m) = model_dir {
+                cfg.embed.model_dir = m;
+            }
+        },
+        |cfg, shutdown| recalloc_embed::server::run(cfg, shutdown, |_| {}),
+    )
+    .await;
 }

@@ -1,6 +1,5 @@
 //! `recalloc-featurizer`: the consumer group that derives Redis state from the topics.
 use clap::Parser;
-use recalloc_common::{Metrics, Readiness};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -15,37 +14,13 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
-    let cfg = recalloc_common::config_and_telemetry_or_exit(
+    recalloc_common::serve::main(
         "recalloc-featurizer",
         args.config.as_deref(),
-    );
-    let metrics = Metrics::new();
-    let readiness = Readiness::new(None, &[]);
-    let stop = recalloc_common::serve::Stop::default();
-    let (addr, http) = recalloc_common::http::serve(
-        cfg.featurizer.metrics_addr,
-        metrics.clone(),
-        readiness.clone(),
-        stop.signal(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", cfg.featurizer.metrics_addr))?;
-    tracing::info!(%addr, group = %cfg.featurizer.group_id, "featurizer starting");
-    let http = tokio::spawn(http);
-    let result = recalloc_ingest::featurizer::run(
-        cfg,
-        metrics,
-        readiness,
-        recalloc_common::shutdown::signal(),
+        |_| {},
+        recalloc_ingest::featurizer::serve,
     )
     .await;
-    stop.stop();
-    let _ = http.await;
-    // Last phase of shutdown: queued spans to the collector.
-    recalloc_common::telemetry::shutdown().await;
-    result?;
-    tracing::info!("featurizer stopped");
-    Ok(())
 }

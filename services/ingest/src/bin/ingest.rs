@@ -15,14 +15,13 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
-    let cfg =
-        recalloc_common::config_and_telemetry_or_exit("recalloc-ingest", args.config.as_deref());
-    let result =
-        recalloc_ingest::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await;
-    // Last phase of shutdown: queued spans to the collector.
-    recalloc_common::telemetry::shutdown().await;
-    result?;
-    Ok(())
+    recalloc_common::serve::main(
+        "recalloc-ingest",
+        args.config.as_deref(),
+        |_| {},
+        |cfg, shutdown| recalloc_ingest::server::run(cfg, shutdown, |_| {}),
+    )
+    .await;
 }

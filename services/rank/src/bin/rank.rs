@@ -16,14 +16,11 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let cfg =
-        recalloc_common::config_and_telemetry_or_exit("recalloc-rank", args.config.as_deref());
-    let result = recalloc_rank::server::run(cfg, recalloc_common::shutdown::signal(), |_| {}).await;
-    // Last phase of shutdown: queued spans to the collector.
-    recalloc_common::telemetry::shutdown().await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "rank failed");
-        eprintln!("recalloc-rank: {e}");
-        std::process::exit(1);
-    }
+    recalloc_common::serve::main(
+        "recalloc-rank",
+        args.config.as_deref(),
+        |_| {},
+        |cfg, shutdown| recalloc_rank::server::run(cfg, shutdown, |_| {}),
+    )
+    .await;
 }
