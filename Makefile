@@ -7,7 +7,7 @@ DEMO_TRACE ?= data/traces/crane/input0.csv
 # Three readers with the most ratings in the bundled sample.
 DEMO_USERS ?= 25266 6305 52581
 
-.PHONY: build deps model demo test up down reset bench lint fmt install chart manifests soak
+.PHONY: build deps model demo test test-repeat up down reset bench lint fmt install chart manifests soak
 
 build: deps
 	cargo build --release --bins
@@ -48,6 +48,11 @@ test: install
 	cargo build --release --bins && \
 	cargo test --release --workspace --exclude recalloc-integration-tests && \
 	cargo test --release -p recalloc-integration-tests -- --test-threads=1
+
+## The integration suite N times in a row (default 10), listing every test that failed once.
+N ?= 10
+test-repeat: install
+	bash deploy/local/test-repeat.sh $(N)
 
 ## The Helm chart: values against its schema, kubernetes-validate, deploy/k8s up to date, the Role.
 chart:
