@@ -11,9 +11,7 @@
 
 use recalloc_common::config::SecurityConfig;
 use recalloc_integration_tests::pki::Pki;
-use recalloc_integration_tests::{
-    Cluster, free_port, http_get, reflected_services_on, wait_ready,
-};
+use recalloc_integration_tests::{Cluster, free_port, http_get, reflected_services_on, wait_ready};
 use recalloc_proto::v1::ingest_client::IngestClient;
 use recalloc_proto::v1::{Event, EventKind, GetStatsRequest, RecordEventsRequest};
 use std::net::SocketAddr;
@@ -73,10 +71,9 @@ async fn try_record(addr: SocketAddr, security: &SecurityConfig, prefix: &str) -
 /// source; one the service sent (grpc-status) has none.
 fn answered_or_not(s: &tonic::Status) -> Outcome {
     match std::error::Error::source(s) {
-        Some(cause) => Outcome::NoAnswer(format!(
-            "{s}: {}",
-            recalloc_common::tls::error_chain(cause)
-        )),
+        Some(cause) => {
+            Outcome::NoAnswer(format!("{s}: {}", recalloc_common::tls::error_chain(cause)))
+        }
         None => Outcome::Answered(s.code()),
     }
 }
