@@ -5,9 +5,9 @@
 
 use recalloc_common::config::Config;
 
-use crate::lease::LeaderElector;
+use crate::lease::{LeaderElector, Role};
 use crate::scale::Scaler;
-use crate::server::ServeError;
+use recalloc_common::serve::ServeError;
 
 /// The cluster side, when there is one.
 pub struct Cluster {
@@ -71,9 +71,21 @@ impl Cluster {
         }
     }
 
-    /// The API server client (the election without a Lease only asks whether it answers).
-    pub fn client(&self) -> &kube::Client {
-        &self.client
+    /// One election round: the Lease's when there is one, else whether the API server
+    /// answers (without a Lease this replica leads whenever it does).
+    pub async fn election_round(&self) -> Result<Role, String> {
+        match &self.elector {
+            Some(elector) => elector
+                .try_acquire_or_renew()
+                .await
+                .map_err(|e| e.to_string()),
+            None => self
+                .client
+                .apiserver_version()
+                .await
+                .map(|_| Role::Leader)
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 

@@ -23,7 +23,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use recalloc_common::{Metrics, Readiness};
 
-use crate::cluster::Cluster;
 use crate::scale::FIELD_MANAGER;
 
 const LEADER: &str = "recalloc_scheduler_leader";
@@ -200,22 +199,24 @@ pub fn round_interval(lease_seconds: u32) -> Duration {
     Duration::from_secs_f64((lease_seconds as f64 / 3.0).max(0.2))
 }
 
-/// Holds an election round every `every` until `stop` resolves (a round in progress then
+/// Holds an election `round` every `every` until `stop` resolves (a round in progress then
 /// stops where it is). After each round `leader` says whether this replica may act, the
 /// `recalloc_scheduler_leader` gauge follows it, and `readiness` records whether the API
-/// server answered. Without a Lease (`cluster.elector` is `None`) this replica leads whenever
-/// the API server answers.
-pub async fn run_election(
-    cluster: Arc<Cluster>,
+/// server answered. (The round is the cluster's: `Cluster::election_round`.)
+pub async fn run_election<Round, Fut>(
+    mut round: Round,
     leader: Arc<AtomicBool>,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
     every: Duration,
     stop: impl Future<Output = ()>,
-) {
+) where
+    Round: FnMut() -> Fut,
+    Fut: Future<Output = Result<Role, String>>,
+{
     let rounds = async {
         loop {
-            let result = round(&cluster).await;
+            let result = round().await;
             let is_leader = matches!(result, Ok(Role::Leader));
             if leader.swap(is_leader, Ordering::SeqCst) != is_leader {
                 match &result {
@@ -238,22 +239,6 @@ pub async fn run_election(
     tokio::select! {
         _ = stop => {}
         _ = rounds => {}
-    }
-}
-
-/// One round: the Lease's when there is one, else whether the API server answers.
-async fn round(cluster: &Cluster) -> Result<Role, String> {
-    match &cluster.elector {
-        Some(elector) => elector
-            .try_acquire_or_renew()
-            .await
-            .map_err(|e| e.to_string()),
-        None => cluster
-            .client()
-            .apiserver_version()
-            .await
-            .map(|_| Role::Leader)
-            .map_err(|e| e.to_string()),
     }
 }
 

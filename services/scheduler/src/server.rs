@@ -76,7 +76,10 @@ pub async fn run(
     // Readiness follows the API server, as the election sees it; dry, there is none to wait on.
     let election = cluster.clone().map(|c| {
         tokio::spawn(lease::run_election(
-            c,
+            move || {
+                let c = c.clone();
+                async move { c.election_round().await }
+            },
             leader.clone(),
             readiness.clone(),
             metrics.clone(),
