@@ -4,39 +4,10 @@
 //! `security.token_file` (a mounted Secret), and is never logged: [`Secret`]'s Debug and
 //! Display print a placeholder. No token configured means no guard (the local cluster).
 
+pub use crate::secret::Secret;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-/// A string that is never printed.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "\"<redacted>\""
-        })
-    }
-}
 
 /// The configured token: `security.token`, else the first line of `security.token_file`;
 /// `None` when neither is set.

@@ -63,7 +63,7 @@ pub struct RedisConfig {
     /// ACL user; empty = the url's, else `default`.
     pub username: String,
     /// The user's password (`RECALLOC_REDIS_PASSWORD`); never logged.
-    pub password: crate::auth::Secret,
+    pub password: crate::secret::Secret,
     /// A file whose first line is the password (e.g. a mounted Kubernetes Secret); used when
     /// `password` is empty.
     pub password_file: String,
@@ -80,7 +80,7 @@ impl Default for RedisConfig {
             mode: "single".into(),
             nodes: String::new(),
             username: String::new(),
-            password: crate::auth::Secret::default(),
+            password: crate::secret::Secret::default(),
             password_file: String::new(),
             tls: false,
             tls_ca_file: String::new(),
@@ -519,7 +519,7 @@ pub struct BudgetConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Bearer token that ingest writes and Train require; empty = no guard.
-    pub token: crate::auth::Secret,
+    pub token: crate::secret::Secret,
     /// A file whose first line is the token (e.g. a mounted Kubernetes Secret).
     pub token_file: String,
     /// Server side of TLS (see `crate::tls`): this server's certificate chain, PEM. Set, every

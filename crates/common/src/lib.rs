@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod redis_conn;
+pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
