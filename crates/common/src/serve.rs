@@ -74,12 +74,14 @@ impl Listeners {
     }
 }
 
-/// Binds the HTTP endpoint (and starts it) and the gRPC listener.
+/// Binds the HTTP endpoint (and starts it) and the gRPC listener, and tells `on_bound` the
+/// addresses (port 0 resolved) before anything is served.
 pub async fn bind(
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    on_bound: impl FnOnce(Bound),
 ) -> Result<Listeners, BindError> {
     let stop = Stop::default();
     let (http_addr, http) = crate::http::serve(metrics_addr, metrics, readiness, stop.signal())
@@ -94,13 +96,40 @@ pub async fn bind(
     };
     let grpc = TcpListener::bind(grpc_addr).await.map_err(bind_err)?;
     let grpc_addr = grpc.local_addr().map_err(bind_err)?;
-    Ok(Listeners {
+    let l = Listeners {
         grpc,
         grpc_addr,
         http_addr,
         http: tokio::spawn(http),
         stop,
-    })
+    };
+    on_bound(l.bound());
+    Ok(l)
+}
+
+/// Connects to Redis, retrying every second while it cannot (each failure recorded as the
+/// `redis` dependency in `readiness`, so the service reports why it is not ready).
+pub async fn connect_redis(
+    target: &crate::redis_conn::RedisTarget,
+    readiness: &Readiness,
+) -> crate::redis_conn::RedisConnection {
+    loop {
+        match target.connect().await {
+            Ok(c) => return c,
+            Err(e) => {
+                readiness.record("redis", Err(e.to_string())).await;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// One readiness check of Redis: a PING, recorded as the `redis` dependency.
+pub async fn check_redis(con: &mut crate::redis_conn::RedisConnection, readiness: &Readiness) {
+    let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
+    readiness
+        .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
+        .await;
 }
 
 /// Stops accepting calls (the listeners' stop switch) and waits at most `grace` for the gRPC

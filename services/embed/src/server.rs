@@ -66,15 +66,7 @@ pub async fn run(
             .map_err(|e| ServeError::dependency("model", e))?
     };
     let redis_target = recalloc_common::redis_conn::RedisTarget::from_config(&cfg.redis)?;
-    let con = loop {
-        match redis_target.connect().await {
-            Ok(c) => break c,
-            Err(e) => {
-                readiness.record("redis", Err(e.to_string())).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let con = recalloc_common::serve::connect_redis(&redis_target, &readiness).await;
     let store = VectorStore::new(con, encoding, &engine.spec().name);
     let service = EmbedService::new(
         engine.clone(),
@@ -88,10 +80,10 @@ pub async fn run(
         cfg.embed.metrics_addr,
         metrics.clone(),
         readiness.clone(),
+        on_bound,
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, storage = encoding.name(), "embed serving");
 
     let redis_checker = {
@@ -99,11 +91,7 @@ pub async fn run(
         let readiness = readiness.clone();
         tokio::spawn(async move {
             loop {
-                let ping: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut con).await;
-                readiness
-                    .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
-                    .await;
+                recalloc_common::serve::check_redis(&mut con, &readiness).await;
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         })

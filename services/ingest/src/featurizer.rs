@@ -144,15 +144,7 @@ pub async fn run(
     {
         return Ok(());
     }
-    let mut con = loop {
-        match redis_target.connect().await {
-            Ok(c) => break c,
-            Err(e) => {
-                readiness.record("redis", Err(e.to_string())).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let mut con = recalloc_common::serve::connect_redis(&redis_target, &readiness).await;
     let watcher = tokio::spawn(watch_dependencies(
         consumer.clone(),
         con.clone(),
@@ -204,10 +196,7 @@ async fn watch_dependencies(
     readiness: Arc<Readiness>,
 ) {
     loop {
-        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut con).await;
-        readiness
-            .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
-            .await;
+        recalloc_common::serve::check_redis(&mut con, &readiness).await;
         recalloc_stream::lag::report_lag(
             &consumer,
             &topics::ALL,

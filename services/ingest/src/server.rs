@@ -58,10 +58,10 @@ pub async fn run(
         cfg.ingest.metrics_addr,
         metrics.clone(),
         readiness.clone(),
+        on_bound,
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, brokers = %cfg.kafka.brokers, "ingest serving");
 
     let checker = {

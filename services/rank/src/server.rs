@@ -85,15 +85,7 @@ pub async fn run(
     let readiness = Readiness::new(Some(reporter), &["recalloc.v1.Ranker"]);
     readiness.set(false).await;
     let redis_target = RedisTarget::from_config(&cfg.redis)?;
-    let con = loop {
-        match redis_target.connect().await {
-            Ok(c) => break c,
-            Err(e) => {
-                readiness.record("redis", Err(e.to_string())).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let con = recalloc_common::serve::connect_redis(&redis_target, &readiness).await;
     let slot: ModelSlot = Arc::new(ArcSwapOption::empty());
     if let Err(e) = refresh(&mut con.clone(), &slot).await {
         tracing::warn!(error = %e, "no model loaded at start");
@@ -110,10 +102,10 @@ pub async fn run(
         cfg.rank.metrics_addr,
         metrics.clone(),
         readiness.clone(),
+        on_bound,
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, "rank serving");
 
     // Redis health, and the poller that hot-swaps new model versions.
@@ -127,11 +119,7 @@ pub async fn run(
         let every = Duration::from_millis(cfg.rank.poll_interval_ms.max(50) as u64);
         tokio::spawn(async move {
             loop {
-                let ping: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut con).await;
-                readiness
-                    .record("redis", ping.map(|_| ()).map_err(|e| e.to_string()))
-                    .await;
+                recalloc_common::serve::check_redis(&mut con, &readiness).await;
                 match refresh(&mut con, &slot).await {
                     Ok(true) => metrics.inc_counter(SWAPS, SWAPS_HELP, &[], 1),
                     Ok(false) => {}

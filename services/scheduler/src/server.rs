@@ -64,10 +64,10 @@ pub async fn run(
         cfg.scheduler.metrics_addr,
         metrics.clone(),
         readiness.clone(),
+        on_bound,
     )
     .await?;
     let (grpc_addr, http_addr) = (l.grpc_addr, l.http_addr);
-    on_bound(l.bound());
     tracing::info!(%grpc_addr, %http_addr, dry_run, deployments = cfg.scheduler.deployments.len(), "scheduler serving");
 
     // Acting (ticking, electing) stops first on shutdown, before the Lease is released.
