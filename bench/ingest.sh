@@ -12,7 +12,7 @@ bash deploy/local/up.sh >/dev/null
 bash deploy/local/down.sh embed
 cli=$bin/recalloc
 w=$(mktemp -d); trap 'rm -rf $w' EXIT
-"$RECALLOC_TANSU_BIN" topic create --broker "tcp://127.0.0.1:$kafka_port" --partitions "$partitions" recalloc.bench.v1 >/dev/null 2>&1 || true
+bash deploy/local/kafka.sh topics "$kafka_port" "$partitions" recalloc.bench.v1
 
 # Ours: the bundled 100k ratings through the CLI (2,000 events per call, 2 calls in flight).
 ours=$("$cli" load goodbooks data/goodbooks | sed -nE 's/.*\(([0-9]+) events\/s\).*/\1/p')
@@ -56,5 +56,5 @@ ratio=$(python3 -c "print(f'{$ours / $raw:.2f}')")
 line="| $(date -u +%Y-%m-%d) | $(nproc) cores | $n events, ${size} B each | $ours | $raw | $ratio |"
 echo "ingest: ours $ours events/s, raw librdkafka $raw msgs/s, ratio $ratio (goal >= 0.5)"
 python3 bench/results.py bench/results.md "## Ingest: acknowledged events per second" \
-  "gRPC client (\`recalloc load goodbooks\`, 2,000 events per call, 2 in flight) → ingest → tansu, against Python \`confluent-kafka\` (librdkafka, acks=all, idempotent) producing the same records straight to the broker. Goal: ratio ≥ 0.5." \
+  "gRPC client (\`recalloc load goodbooks\`, 2,000 events per call, 2 in flight) → ingest → Kafka, against Python \`confluent-kafka\` (librdkafka, acks=all, idempotent) producing the same records straight to the broker. Goal: ratio ≥ 0.5." \
   "| date | machine | messages | ours (events/s) | raw producer (msgs/s) | ratio |" "|---|---|---|---|---|---|" "$line"

@@ -26,7 +26,7 @@ redis-cli -p "$redis_port" srandmember '{rc}:users' 5000 >"$w/users.txt"
 redis-cli -p "$redis_port" srandmember '{rc}:items' 5000 >"$w/items.txt"
 [ -s "$w/users.txt" ] && [ -s "$w/items.txt" ] || die "no users or items in Redis: run make demo first"
 pids=()
-for s in ingest featurizer embed rank scheduler tansu redis; do
+for s in ingest featurizer embed rank scheduler kafka redis; do
   [ -f "$run/$s.pid" ] && kill -0 "$(cat "$run/$s.pid")" 2>/dev/null && pids+=("$s=$(cat "$run/$s.pid")")
 done
 say "measuring the maximum Recommend rate with the ingestion running (closed loop, 16 clients, 20 s)"

@@ -4,6 +4,9 @@
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 stop() {
+  if [ "$1" = kafka ]; then
+    bash "$root/deploy/local/kafka.sh" stop "$state/kafka"; rm -f "$run/kafka.pid"; return 0
+  fi
   local f=$run/$1.pid
   [ -f "$f" ] || return 0
   local pid; pid=$(cat "$f")
@@ -17,5 +20,6 @@ stop() {
 }
 # `down.sh NAME…` stops only the named processes (the benchmarks use it).
 if [ $# -gt 0 ]; then for s in "$@"; do stop "$s"; done; exit 0; fi
-for s in scheduler ingest rank embed featurizer tansu redis; do stop $s; done
+# tansu: the broker an older up.sh started, if one still runs.
+for s in scheduler ingest rank embed featurizer kafka tansu redis; do stop $s; done
 exit 0

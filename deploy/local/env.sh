@@ -5,6 +5,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache=${RECALLOC_CACHE:-$HOME/.cache/recalloc}
 TANSU_VERSION=0.6.0
 tansu_root=$cache/tansu-$TANSU_VERSION
+# Apache Kafka (KRaft), fetched from Maven Central by deploy/local/kafka.sh.
+KAFKA_VERSION=4.4.0
+KAFKA_LOG4J_VERSION=2.25.5
+KAFKA_SLF4J_VERSION=2.0.17
+KAFKA_MVN_DEP_PLUGIN=3.8.1
+kafka_root=$cache/kafka-$KAFKA_VERSION
 TORCH_VERSION=2.13.0
 torch_root=$cache/libtorch-$TORCH_VERSION
 export RECALLOC_TANSU_BIN=${RECALLOC_TANSU_BIN:-$tansu_root/bin/tansu}
@@ -14,7 +20,8 @@ state=$root/.local
 logs=$state/logs
 run=$state/run
 kafka=${RECALLOC_KAFKA_BROKERS:-127.0.0.1:9092}
-kafka_port=${kafka##*:}
+kafka_port=${kafka%%,*}; kafka_port=${kafka_port##*:}
+kafka_controller_port=${RECALLOC_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}
 redis_url=${RECALLOC_REDIS_URL:-redis://127.0.0.1:6379}
 redis_port=$(echo "$redis_url" | sed -E 's#.*:([0-9]+)(/.*)?$#\1#')
 partitions=${RECALLOC_KAFKA_PARTITIONS:-4}

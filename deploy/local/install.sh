@@ -3,11 +3,17 @@
 #   - redis-server and promtool (Debian packages redis-server, prometheus)
 #   - libtorch (PyPI torch wheel, deploy/local/libtorch.sh) and the MiniLM model
 #     (deploy/local/model.sh)
-#   - tansu, the Kafka-compatible broker, built with its sqlite storage (cargo install, ~10-15
-#     min once; cached in ~/.cache/recalloc/tansu-<version>)
+#   - Apache Kafka (deploy/local/kafka.sh install: the jars from Maven Central, about 55 MB,
+#     cached in ~/.cache/recalloc/kafka-<version>), with Java 17+ and Maven (Debian packages
+#     openjdk-17-jre-headless, maven) when the machine has none
+#   - tansu 0.6, the stand-in broker the integration-test harness still starts (cargo install,
+#     ~10-15 min once; cached in ~/.cache/recalloc/tansu-<version>); RECALLOC_INSTALL_TANSU=0
+#     skips it (up.sh does: the local cluster runs on Kafka)
 # Idempotent: a second run does nothing.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
+# A fresh machine has no cache folder yet: everything below writes into it.
+mkdir -p "$cache"
 
 if ! command -v promtool >/dev/null; then
   say "installing promtool (apt prometheus; the tests lint every /metrics with it)"
@@ -24,7 +30,14 @@ if ! command -v redis-server >/dev/null; then
 fi
 command -v redis-server >/dev/null || die "redis-server could not be installed"
 
-if [ ! -x "$RECALLOC_TANSU_BIN" ]; then
+if { [ -z "${JAVA_HOME:-}" ] && ! command -v java >/dev/null; } || ! command -v mvn >/dev/null; then
+  say "installing Java 17 and Maven (apt openjdk-17-jre-headless maven; Kafka runs on the JVM, Maven fetches it)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q --no-install-recommends openjdk-17-jre-headless maven >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends openjdk-17-jre-headless maven >/dev/null; }
+fi
+bash "$root/deploy/local/kafka.sh" install
+
+if [ "${RECALLOC_INSTALL_TANSU:-1}" != 0 ] && [ ! -x "$RECALLOC_TANSU_BIN" ]; then
   say "building tansu $TANSU_VERSION with sqlite storage into $tansu_root (once, about 10-15 minutes)"
   CARGO_TARGET_DIR=$cache/tansu-build cargo install --locked tansu --version "=$TANSU_VERSION" \
     --features libsql --root "$tansu_root" >"$cache/tansu-install.log" 2>&1 \
@@ -34,4 +47,5 @@ fi
 bash "$root/deploy/local/libtorch.sh"
 bash "$root/deploy/local/model.sh"
 say "redis-server: $(command -v redis-server)"
-say "tansu: $RECALLOC_TANSU_BIN"
+say "kafka: $KAFKA_VERSION in $kafka_root"
+[ "${RECALLOC_INSTALL_TANSU:-1}" = 0 ] || say "tansu: $RECALLOC_TANSU_BIN"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Starts the local cluster on loopback: Redis, the tansu broker (sqlite storage in .local/),
-# the topics, then the services. Waits until each answers. Safe to run twice.
+# Starts the local cluster on loopback: Redis, Apache Kafka (one KRaft broker+controller, its
+# log in .local/kafka, deploy/local/kafka.sh), the topics, then the services. Waits until each
+# answers. Safe to run twice.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-bash "$root/deploy/local/install.sh"
-mkdir -p "$logs" "$run" "$state/redis" "$state/tansu"
+RECALLOC_INSTALL_TANSU=0 bash "$root/deploy/local/install.sh"
+mkdir -p "$logs" "$run" "$state/redis" "$state/kafka"
 
 alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }
 wait_port() {  # name port seconds
@@ -22,21 +23,18 @@ else
   wait_port redis "$redis_port" 20
 fi
 
-if alive tansu || (echo >/dev/tcp/127.0.0.1/$kafka_port) 2>/dev/null; then
-  say "kafka: answering on $kafka_port"
+if alive kafka; then
+  say "kafka: running (pid $(cat "$run/kafka.pid"))"
+elif (echo >/dev/tcp/127.0.0.1/$kafka_port) 2>/dev/null; then
+  say "kafka: something already answers on $kafka_port: using it"
 else
-  say "kafka: starting tansu on $kafka_port"
-  # tansu resolves the sqlite path against its working directory.
-  (cd "$state/tansu" && exec "$RECALLOC_TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
-    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-    --storage-engine "sqlite://tansu.db" >"$logs/tansu.log" 2>&1) &
-  echo $! >"$run/tansu.pid"
-  wait_port tansu "$kafka_port" 30
+  say "kafka: starting Apache Kafka $KAFKA_VERSION (KRaft) on $kafka_port"
+  bash "$root/deploy/local/kafka.sh" start "$state/kafka" "$kafka_port" "$kafka_controller_port"
+  # kafka.sh keeps its log and pid in its folder; the usual places point there.
+  ln -sfn ../kafka/kafka.log "$logs/kafka.log"
+  ln -sfn ../kafka/kafka.pid "$run/kafka.pid"
 fi
-for t in "${topics[@]}"; do
-  out=$("$RECALLOC_TANSU_BIN" topic create --broker "tcp://127.0.0.1:$kafka_port" --partitions "$partitions" "$t" 2>&1) \
-    || echo "$out" | grep -qiE "exist" || die "creating topic $t: $out"
-done
+bash "$root/deploy/local/kafka.sh" topics "$kafka_port" "$partitions" "${topics[@]}"
 
 if [ ! -x "$bin/recalloc-ingest" ] || [ ! -x "$bin/recalloc-featurizer" ] || [ ! -x "$bin/recalloc-embed" ] || [ ! -x "$bin/recalloc-rank" ] || [ ! -x "$bin/recalloc-scheduler" ] || [ ! -x "$bin/recalloc" ]; then
   say "building the services (cargo build --release)"
