@@ -14,6 +14,10 @@
 #       DIR/kafka.out (its stdout/stderr) and DIR/kafka.pid (the JVM's own pid: kill -9 of it
 #       kills the broker). Exits non-zero with the tail of the log if it does not come up.
 #       A broker already running from DIR (live pid in DIR/kafka.pid) is left as it is.
+#   kafka.sh run DIR PORT [CONTROLLER_PORT]
+#       Like start, but in the foreground: the script becomes the broker's JVM (exec) and does
+#       not wait for it; its log goes to DIR/kafka.log, stdout/stderr to the caller's. For the
+#       test harness, which owns the process and checks the metadata itself.
 #   kafka.sh topics PORT PARTITIONS TOPIC...
 #       Creates the topics (replication factor RECALLOC_KAFKA_REPLICATION_FACTOR, default 1) on
 #       the broker at 127.0.0.1:PORT; one that already exists is left as it is.
@@ -122,11 +126,12 @@ EOF
   echo "$1/admin.properties"
 }
 
-start() {
-  local dir=${1:?usage: kafka.sh start DIR PORT [CONTROLLER_PORT]} port=${2:?usage: kafka.sh start DIR PORT [CONTROLLER_PORT]}
-  local cport=${3:-$((port + 1))}
+# Writes DIR's configs and formats DIR/data on the first start; sets dir, port, cport, JAVA and
+# broker (the broker's command line).
+prepare() {  # usage dir port [cport]
+  dir=${2:?usage: $1}; port=${3:?usage: $1}
+  cport=${4:-$((port + 1))}
   mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
-  if alive "$dir"; then say "kafka: already running from $dir (pid $(cat "$dir/kafka.pid"))"; return 0; fi
   local p
   for p in "$port" "$cport"; do
     ! (echo >/dev/tcp/127.0.0.1/"$p") 2>/dev/null || die "127.0.0.1:$p is already in use: not starting Kafka from $dir"
@@ -183,7 +188,6 @@ EOF
   </Loggers>
 </Configuration>
 EOF
-  local t0; t0=$(date +%s.%N)
   if [ ! -f "$dir/data/meta.properties" ]; then
     # A cluster id is 16 random bytes in URL-safe base64 without padding (what `random-uuid`
     # prints); Kafka refuses one that starts with '-'.
@@ -196,11 +200,21 @@ EOF
       || die "formatting $dir/data failed: $out"
     say "kafka: formatted $dir/data (cluster $id)"
   fi
+  # shellcheck disable=SC2206 # the heap setting is a list of JVM flags
+  broker=("$JAVA" ${RECALLOC_KAFKA_HEAP:--Xms256m -Xmx512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$dir/log4j2.xml" -Dkafka.logs.dir="$dir"
+    -cp "$kafka_libs/*" kafka.Kafka "$dir/server.properties")
+}
+
+start() {
+  local usage="kafka.sh start DIR PORT [CONTROLLER_PORT]"
+  local d; d=${1:?usage: $usage}; mkdir -p "$d"; d=$(cd "$d" && pwd)
+  if alive "$d"; then say "kafka: already running from $d (pid $(cat "$d/kafka.pid"))"; return 0; fi
+  local t0; t0=$(date +%s.%N)
+  prepare "$usage" "$@"
   # exec: the pid written below is the JVM's own.
-  ( exec "$JAVA" ${RECALLOC_KAFKA_HEAP:--Xms256m -Xmx512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-      -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$dir/log4j2.xml" -Dkafka.logs.dir="$dir" \
-      -cp "$kafka_libs/*" kafka.Kafka "$dir/server.properties" </dev/null >"$dir/kafka.out" 2>&1 ) &
+  ( exec "${broker[@]}" </dev/null >"$dir/kafka.out" 2>&1 ) &
   local pid=$!
   echo "$pid" >"$dir/kafka.pid"
   local limit=${RECALLOC_KAFKA_START_SECONDS:-90} cfg; cfg=$(admin_config "$dir")
@@ -219,6 +233,14 @@ EOF
     sleep 0.2
   done
   say "kafka: answering on 127.0.0.1:$port (controller $cport, pid $pid) after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+}
+
+# The broker in the foreground: prepares DIR as `start` does, then becomes the JVM (exec), so
+# the caller's child process is the broker itself (kill -9 of it kills the broker). For the
+# test harness, which waits for metadata itself.
+run() {
+  prepare "kafka.sh run DIR PORT [CONTROLLER_PORT]" "$@"
+  exec "${broker[@]}" </dev/null
 }
 
 topics() {
@@ -261,7 +283,8 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   install) install ;;
   start) start "$@" ;;
+  run) run "$@" ;;
   topics) topics "$@" ;;
   stop) stop "$@" ;;
-  *) die "usage: kafka.sh install | start DIR PORT [CONTROLLER_PORT] | topics PORT PARTITIONS TOPIC... | stop DIR" ;;
+  *) die "usage: kafka.sh install | start DIR PORT [CONTROLLER_PORT] | run DIR PORT [CONTROLLER_PORT] | topics PORT PARTITIONS TOPIC... | stop DIR" ;;
 esac

@@ -1,9 +1,11 @@
 //! Starts the cluster's real parts on loopback for the integration tests: a private
-//! `redis-server` and `tansu` broker (sqlite storage) per test on free ports, then the service
-//! binaries configured through `RECALLOC_*` variables. Nothing is mocked.
+//! `redis-server` and broker per test on free ports, then the service binaries configured
+//! through `RECALLOC_*` variables. Nothing is mocked.
 //!
-//! Needs `redis-server` on PATH, tansu at `RECALLOC_TANSU_BIN` (or the cache path
-//! `deploy/local/install.sh` uses), and the release binaries built (`make test` does all three).
+//! The broker is tansu (sqlite storage) by default while the move to Apache Kafka is under way;
+//! `RECALLOC_TEST_BROKER=kafka` runs Apache Kafka instead (KRaft, one broker+controller,
+//! `deploy/local/kafka.sh run`). Needs `redis-server` on PATH, the broker (`make test`'s
+//! `deploy/local/install.sh` installs both), and the release binaries built.
 
 pub mod pki;
 
@@ -65,6 +67,65 @@ pub fn tansu_bin() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Whether the tests run on Apache Kafka (`RECALLOC_TEST_BROKER=kafka`) rather than tansu.
+pub fn on_kafka() -> bool {
+    std::env::var("RECALLOC_TEST_BROKER").is_ok_and(|b| b == "kafka")
+}
+
+/// `deploy/local/kafka.sh`: fetches (once, cached) and runs the Apache Kafka broker.
+pub fn kafka_script() -> PathBuf {
+    repo_root().join("deploy/local/kafka.sh")
+}
+
+/// Waits until the broker at `brokers` answers a metadata request with itself in it (in KRaft
+/// the port opens before the broker has registered with its controller).
+pub fn wait_broker(brokers: &str, within: Duration) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("socket.timeout.ms", "2000")
+        .create()?;
+    let end = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < end {
+        match consumer.fetch_metadata(None, Duration::from_secs(2)) {
+            Ok(md) if !md.brokers().is_empty() => return Ok(()),
+            Ok(_) => last = "no broker in the metadata yet".into(),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the broker at {brokers} did not answer within {within:?}: {last}")
+}
+
+/// Creates `topics` with `partitions` each (replication 1) through the admin API; one that
+/// exists is fine.
+pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    // The admin client's futures are driven by librdkafka's own thread: any executor will do,
+    // and a thread keeps this callable from inside a test's Tokio runtime.
+    let results = std::thread::scope(|s| {
+        s.spawn(|| futures::executor::block_on(admin.create_topics(&new, &opts)))
+            .join()
+            .expect("topic creation thread")
+    })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// The model directory `make model` fills.
@@ -377,6 +438,8 @@ pub struct Cluster {
     /// The single server's port, or the first cluster node's.
     pub redis_port: u16,
     pub kafka_port: u16,
+    /// The broker's KRaft controller listener.
+    pub kafka_controller_port: u16,
     pub redis: Proc,
     pub redis_options: RedisOptions,
     /// The other cluster nodes (port, process).
@@ -443,6 +506,7 @@ impl Cluster {
         let mut c = Self {
             redis_port,
             kafka_port: free_port(),
+            kafka_controller_port: free_port(),
             redis,
             redis_options,
             redis_nodes,
@@ -462,18 +526,22 @@ impl Cluster {
             dir,
         };
         c.start_broker()?;
-        for t in TOPICS {
-            let out = Command::new(tansu_bin())
-                .args([
-                    "topic",
-                    "create",
-                    "--broker",
-                    &format!("tcp://127.0.0.1:{}", c.kafka_port),
-                ])
-                .args(["--partitions", "4", t])
-                .output()?;
-            if !out.status.success() {
-                bail!("topic create {t}: {}", String::from_utf8_lossy(&out.stderr));
+        if on_kafka() {
+            create_topics(&c.brokers(), &TOPICS, 4)?;
+        } else {
+            for t in TOPICS {
+                let out = Command::new(tansu_bin())
+                    .args([
+                        "topic",
+                        "create",
+                        "--broker",
+                        &format!("tcp://127.0.0.1:{}", c.kafka_port),
+                    ])
+                    .args(["--partitions", "4", t])
+                    .output()?;
+                if !out.status.success() {
+                    bail!("topic create {t}: {}", String::from_utf8_lossy(&out.stderr));
+                }
             }
         }
         Ok(c)
@@ -506,8 +574,36 @@ impl Cluster {
         format!("redis://127.0.0.1:{}", self.redis_port)
     }
 
-    /// (Re)starts the broker on the same port and sqlite file.
+    /// (Re)starts the broker on the same ports over the same log directory (a restart keeps
+    /// what it had), and waits until it answers.
     pub fn start_broker(&mut self) -> Result<()> {
+        if !on_kafka() {
+            return self.start_tansu();
+        }
+        let mut cmd = Command::new("bash");
+        cmd.arg(kafka_script())
+            .arg("run")
+            .arg(self.dir.path().join("kafka"))
+            .arg(self.kafka_port.to_string())
+            .arg(self.kafka_controller_port.to_string());
+        let n = std::fs::read_dir(self.dir.path())?.count();
+        let mut broker = Proc::spawn("kafka", cmd, self.dir.path().join(format!("kafka-{n}.log")))?;
+        if let Err(e) = wait_broker(&self.brokers(), Duration::from_secs(90)) {
+            let log = std::fs::read_to_string(self.dir.path().join("kafka/kafka.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            broker.kill9();
+            bail!(
+                "{e}; running: {}; kafka.log ends: {tail:?}; output: {}",
+                broker.is_running(),
+                broker.log()
+            );
+        }
+        self.broker = Some(broker);
+        Ok(())
+    }
+
+    fn start_tansu(&mut self) -> Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.kafka_port);
         // tansu resolves the sqlite path against its working directory.
         let mut cmd = Command::new(tansu_bin());
@@ -573,7 +669,13 @@ impl Cluster {
         let mut cmd = Command::new(bin(binary));
         cmd.env_remove("RECALLOC_CONFIG");
         for (k, _) in std::env::vars() {
-            if (k.starts_with("RECALLOC_") && k != "RECALLOC_TANSU_BIN" && k != "RECALLOC_CACHE")
+            if (k.starts_with("RECALLOC_")
+                && ![
+                    "RECALLOC_TANSU_BIN",
+                    "RECALLOC_CACHE",
+                    "RECALLOC_TEST_BROKER",
+                ]
+                .contains(&k.as_str()))
                 || is_otel_setting(&k)
             {
                 cmd.env_remove(k);
