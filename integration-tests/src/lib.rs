@@ -469,7 +469,10 @@ impl Cluster {
     /// Like [`Cluster::infra`] with Redis set up as `redis_options` says; the services get the
     /// matching `RECALLOC_REDIS_*` settings (the password through a file).
     pub fn infra_with(redis_options: RedisOptions) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        // RECALLOC_TEST_KEEP=1 keeps each test's folder (every process's log) for a post-mortem.
+        let dir = tempfile::Builder::new()
+            .keep(std::env::var_os("RECALLOC_TEST_KEEP").is_some())
+            .tempdir()?;
         let redis_port = free_port();
         let redis = spawn_redis(dir.path(), redis_port, &redis_options)?;
         let mut redis_nodes = Vec::new();

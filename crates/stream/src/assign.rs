@@ -6,8 +6,8 @@
 //! consumer then waits forever (reproduced with Python `confluent-kafka` too). With static
 //! assignment a restarted replica resumes from the committed offsets at once.
 
-use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 use recalloc_common::Readiness;
 use std::future::Future;
 use std::sync::Arc;
@@ -59,8 +59,33 @@ pub fn assign_partitions(
             }
         }
     }
-    consumer.assign(&tpl).map_err(|e| format!("kafka: {e}"))?;
-    Ok(tpl.count())
+    // Where to start is read here, not left to the assignment: a broker whose group
+    // coordinator is not up yet (Kafka creates `__consumer_offsets` at a group's first use)
+    // answers NOT_COORDINATOR once, and librdkafka does not ask again for an assignment made
+    // by hand, leaving the partitions without a position. An error here is retried by
+    // [`assign_when_ready`].
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| format!("kafka: committed offsets: {e}"))?;
+    let mut start = TopicPartitionList::new();
+    for el in committed.elements() {
+        if let Err(e) = el.error() {
+            return Err(format!(
+                "kafka: committed offset of {} [{}]: {e}",
+                el.topic(),
+                el.partition()
+            ));
+        }
+        let from = match crate::lag::committed_offset(el.offset()) {
+            Some(o) => Offset::Offset(o),
+            None => Offset::Beginning,
+        };
+        start
+            .add_partition_offset(el.topic(), el.partition(), from)
+            .map_err(|e| format!("kafka: {e}"))?;
+    }
+    consumer.assign(&start).map_err(|e| format!("kafka: {e}"))?;
+    Ok(start.count())
 }
 
 /// Assigns this replica's share, retrying every second while the broker or the topics are
