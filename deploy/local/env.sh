@@ -3,8 +3,6 @@
 # state and logs of the local cluster live in the git-ignored .local/ folder of the clone.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache=${RECALLOC_CACHE:-$HOME/.cache/recalloc}
-TANSU_VERSION=0.6.0
-tansu_root=$cache/tansu-$TANSU_VERSION
 # Apache Kafka (KRaft), fetched from Maven Central by deploy/local/kafka.sh.
 KAFKA_VERSION=4.4.0
 KAFKA_LOG4J_VERSION=2.25.5
@@ -13,7 +11,6 @@ KAFKA_MVN_DEP_PLUGIN=3.8.1
 kafka_root=$cache/kafka-$KAFKA_VERSION
 TORCH_VERSION=2.13.0
 torch_root=$cache/libtorch-$TORCH_VERSION
-export RECALLOC_TANSU_BIN=${RECALLOC_TANSU_BIN:-$tansu_root/bin/tansu}
 target=${CARGO_TARGET_DIR:-$root/target}
 bin=$target/release
 state=$root/.local

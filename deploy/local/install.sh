@@ -6,9 +6,6 @@
 #   - Apache Kafka (deploy/local/kafka.sh install: the jars from Maven Central, about 55 MB,
 #     cached in ~/.cache/recalloc/kafka-<version>), with Java 17+ and Maven (Debian packages
 #     openjdk-17-jre-headless, maven) when the machine has none
-#   - tansu 0.6, the stand-in broker the integration-test harness still starts (cargo install,
-#     ~10-15 min once; cached in ~/.cache/recalloc/tansu-<version>); RECALLOC_INSTALL_TANSU=0
-#     skips it (up.sh does: the local cluster runs on Kafka)
 # Idempotent: a second run does nothing.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -37,15 +34,7 @@ if { [ -z "${JAVA_HOME:-}" ] && ! command -v java >/dev/null; } || ! command -v 
 fi
 bash "$root/deploy/local/kafka.sh" install
 
-if [ "${RECALLOC_INSTALL_TANSU:-1}" != 0 ] && [ ! -x "$RECALLOC_TANSU_BIN" ]; then
-  say "building tansu $TANSU_VERSION with sqlite storage into $tansu_root (once, about 10-15 minutes)"
-  CARGO_TARGET_DIR=$cache/tansu-build cargo install --locked tansu --version "=$TANSU_VERSION" \
-    --features libsql --root "$tansu_root" >"$cache/tansu-install.log" 2>&1 \
-    || die "cargo install tansu failed; see $cache/tansu-install.log"
-  rm -rf "$cache/tansu-build"
-fi
 bash "$root/deploy/local/libtorch.sh"
 bash "$root/deploy/local/model.sh"
 say "redis-server: $(command -v redis-server)"
 say "kafka: $KAFKA_VERSION in $kafka_root"
-[ "${RECALLOC_INSTALL_TANSU:-1}" = 0 ] || say "tansu: $RECALLOC_TANSU_BIN"

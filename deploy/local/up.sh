@@ -4,7 +4,7 @@
 # answers. Safe to run twice.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-RECALLOC_INSTALL_TANSU=0 bash "$root/deploy/local/install.sh"
+bash "$root/deploy/local/install.sh"
 mkdir -p "$logs" "$run" "$state/redis" "$state/kafka"
 
 alive() { [ -f "$run/$1.pid" ] && kill -0 "$(cat "$run/$1.pid")" 2>/dev/null; }

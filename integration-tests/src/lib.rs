@@ -2,10 +2,9 @@
 //! `redis-server` and broker per test on free ports, then the service binaries configured
 //! through `RECALLOC_*` variables. Nothing is mocked.
 //!
-//! The broker is tansu (sqlite storage) by default while the move to Apache Kafka is under way;
-//! `RECALLOC_TEST_BROKER=kafka` runs Apache Kafka instead (KRaft, one broker+controller,
-//! `deploy/local/kafka.sh run`). Needs `redis-server` on PATH, the broker (`make test`'s
-//! `deploy/local/install.sh` installs both), and the release binaries built.
+//! The broker is Apache Kafka (KRaft, one broker+controller, `deploy/local/kafka.sh run`). Needs
+//! `redis-server` on PATH, Java 17+ and Kafka's jars (`make test`'s `deploy/local/install.sh`
+//! installs them), and the release binaries built.
 
 pub mod pki;
 
@@ -52,26 +51,6 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-pub fn tansu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RECALLOC_TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cache = std::env::var("RECALLOC_CACHE").unwrap_or(format!("{home}/.cache/recalloc"));
-    let p = PathBuf::from(format!("{cache}/tansu-0.6.0/bin/tansu"));
-    assert!(
-        p.is_file(),
-        "tansu not found at {} (run deploy/local/install.sh or set RECALLOC_TANSU_BIN)",
-        p.display()
-    );
-    p
-}
-
-/// Whether the tests run on Apache Kafka (`RECALLOC_TEST_BROKER=kafka`) rather than tansu.
-pub fn on_kafka() -> bool {
-    std::env::var("RECALLOC_TEST_BROKER").is_ok_and(|b| b == "kafka")
 }
 
 /// `deploy/local/kafka.sh`: fetches (once, cached) and runs the Apache Kafka broker.
@@ -471,7 +450,7 @@ impl Cluster {
     pub fn infra_with(redis_options: RedisOptions) -> Result<Self> {
         // RECALLOC_TEST_KEEP=1 keeps each test's folder (every process's log) for a post-mortem.
         let dir = tempfile::Builder::new()
-            .keep(std::env::var_os("RECALLOC_TEST_KEEP").is_some())
+            .disable_cleanup(std::env::var_os("RECALLOC_TEST_KEEP").is_some())
             .tempdir()?;
         let redis_port = free_port();
         let redis = spawn_redis(dir.path(), redis_port, &redis_options)?;
@@ -529,24 +508,7 @@ impl Cluster {
             dir,
         };
         c.start_broker()?;
-        if on_kafka() {
-            create_topics(&c.brokers(), &TOPICS, 4)?;
-        } else {
-            for t in TOPICS {
-                let out = Command::new(tansu_bin())
-                    .args([
-                        "topic",
-                        "create",
-                        "--broker",
-                        &format!("tcp://127.0.0.1:{}", c.kafka_port),
-                    ])
-                    .args(["--partitions", "4", t])
-                    .output()?;
-                if !out.status.success() {
-                    bail!("topic create {t}: {}", String::from_utf8_lossy(&out.stderr));
-                }
-            }
-        }
+        create_topics(&c.brokers(), &TOPICS, 4)?;
         Ok(c)
     }
 
@@ -580,9 +542,6 @@ impl Cluster {
     /// (Re)starts the broker on the same ports over the same log directory (a restart keeps
     /// what it had), and waits until it answers.
     pub fn start_broker(&mut self) -> Result<()> {
-        if !on_kafka() {
-            return self.start_tansu();
-        }
         let mut cmd = Command::new("bash");
         cmd.arg(kafka_script())
             .arg("run")
@@ -604,28 +563,6 @@ impl Cluster {
         }
         self.broker = Some(broker);
         Ok(())
-    }
-
-    fn start_tansu(&mut self) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.kafka_port);
-        // tansu resolves the sqlite path against its working directory.
-        let mut cmd = Command::new(tansu_bin());
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(self.dir.path());
-        let n = std::fs::read_dir(self.dir.path())?.count();
-        self.broker = Some(Proc::spawn(
-            "tansu",
-            cmd,
-            self.dir.path().join(format!("tansu-{n}.log")),
-        )?);
-        wait_port(self.kafka_port, Duration::from_secs(30))
     }
 
     /// Environment every service gets.
@@ -672,15 +609,7 @@ impl Cluster {
         let mut cmd = Command::new(bin(binary));
         cmd.env_remove("RECALLOC_CONFIG");
         for (k, _) in std::env::vars() {
-            if (k.starts_with("RECALLOC_")
-                && ![
-                    "RECALLOC_TANSU_BIN",
-                    "RECALLOC_CACHE",
-                    "RECALLOC_TEST_BROKER",
-                ]
-                .contains(&k.as_str()))
-                || is_otel_setting(&k)
-            {
+            if (k.starts_with("RECALLOC_") && k != "RECALLOC_CACHE") || is_otel_setting(&k) {
                 cmd.env_remove(k);
             }
         }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub const CONFIG_FILE_ENV: &str = "RECALLOC_CONFIG";
 const ENV_PREFIX: &str = "RECALLOC_";
 /// `RECALLOC_*` variables that the scripts use and that are not config keys.
-const NOT_CONFIG_KEYS: [&str; 3] = [CONFIG_FILE_ENV, "RECALLOC_CACHE", "RECALLOC_TANSU_BIN"];
+const NOT_CONFIG_KEYS: [&str; 2] = [CONFIG_FILE_ENV, "RECALLOC_CACHE"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
