@@ -25,11 +25,34 @@ pub const TOPICS: [&str; 3] = [
 ];
 
 /// A port nobody listens on right now.
+/// A loopback port nothing listens on, for a process to bind next.
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`), never from it: the
+/// source ports of outgoing connections come from that range, so a port picked there (what
+/// binding port 0 gives) can be taken by some client's connection — the brokers' and services'
+/// own — before the process binds it. No port is handed out twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<std::collections::HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (start, end) = (10_000u16, low.max(10_500));
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(Default::default);
+    // Start somewhere that depends on the process, so concurrent test processes spread out.
+    let span = u32::from(end - start);
+    let mut candidate = (std::process::id().wrapping_mul(7919) % span) as u16;
+    for _ in 0..span {
+        candidate = (candidate + 1) % (end - start);
+        let port = start + candidate;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port between {start} and {end}")
 }
 
 /// The directory of the binaries of this build (`target/release` next to `deps/`).
