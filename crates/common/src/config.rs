@@ -97,11 +97,9 @@ pub struct KafkaConfig {
     pub partitions: u32,
     /// How long the producer keeps retrying one record before the call fails with UNAVAILABLE.
     pub message_timeout_ms: u32,
-    /// librdkafka's idempotent producer. Off by default: tansu 0.6 panics on the producer-epoch
-    /// bump (KIP-360) that librdkafka performs after a request timed out in flight, e.g. across a
-    /// broker restart, and then refuses every write. Without it, ingest keeps one request in
-    /// flight so retries cannot reorder a partition, and event ids make duplicates harmless.
-    /// Turn it on with a real Kafka.
+    /// librdkafka's idempotent producer (on by default): with acks=all and up to 5 requests in
+    /// flight, a retry never duplicates or reorders a partition. Off: one request in flight keeps
+    /// each partition in order, and event ids make a duplicate a retry writes harmless.
     pub idempotence: bool,
     /// Consumer group session timeout: how soon a crashed consumer's partitions move (the
     /// rebalance timeout, `max.poll.interval.ms`, is twice this).
@@ -114,7 +112,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             partitions: 4,
             message_timeout_ms: 30_000,
-            idempotence: false,
+            idempotence: true,
             session_timeout_ms: 10_000,
         }
     }

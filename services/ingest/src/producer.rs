@@ -1,8 +1,8 @@
 //! The Kafka producer: acks=all, so a record counts as accepted only once every in-sync replica
-//! has it. With `kafka.idempotence` librdkafka's retries never duplicate or reorder a record;
-//! without it (the default, because tansu 0.6 crashes on the idempotent producer's epoch bump)
-//! one request in flight keeps each partition in order, and a duplicate a retry may write is
-//! ignored downstream by its event id.
+//! has it. With `kafka.idempotence` (the default) librdkafka's retries never duplicate or
+//! reorder a record, with up to 5 requests in flight per connection; without it one request in
+//! flight keeps each partition in order, and a duplicate a retry may write is ignored downstream
+//! by its event id.
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -25,7 +25,9 @@ impl EventProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
         let mut config = ClientConfig::new();
         if cfg.idempotence {
-            config.set("enable.idempotence", "true");
+            config
+                .set("enable.idempotence", "true")
+                .set("max.in.flight.requests.per.connection", "5");
         } else {
             config
                 .set("enable.idempotence", "false")
