@@ -3,6 +3,8 @@
 # state and logs of the local cluster live in the git-ignored .local/ folder of the clone.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache=${RECALLOC_CACHE:-$HOME/.cache/recalloc}
+# A fresh machine has no cache folder: every script that sources this file may write into it.
+mkdir -p "$cache"
 # Apache Kafka (KRaft), fetched from Maven Central by deploy/local/kafka.sh.
 KAFKA_VERSION=4.4.0
 KAFKA_LOG4J_VERSION=2.25.5
