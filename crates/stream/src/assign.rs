@@ -64,24 +64,13 @@ pub fn assign_partitions(
     // answers NOT_COORDINATOR once, and librdkafka does not ask again for an assignment made
     // by hand, leaving the partitions without a position. An error here is retried by
     // [`assign_when_ready`].
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map_err(|e| format!("kafka: committed offsets: {e}"))?;
+    let committed = crate::lag::committed_positions(consumer, tpl, Duration::from_secs(10))
+        .map_err(|e| format!("kafka: {e}"))?;
     let mut start = TopicPartitionList::new();
-    for el in committed.elements() {
-        if let Err(e) = el.error() {
-            return Err(format!(
-                "kafka: committed offset of {} [{}]: {e}",
-                el.topic(),
-                el.partition()
-            ));
-        }
-        let from = match crate::lag::committed_offset(el.offset()) {
-            Some(o) => Offset::Offset(o),
-            None => Offset::Beginning,
-        };
+    for (topic, partition, offset) in committed {
+        let from = offset.map_or(Offset::Beginning, Offset::Offset);
         start
-            .add_partition_offset(el.topic(), el.partition(), from)
+            .add_partition_offset(&topic, partition, from)
             .map_err(|e| format!("kafka: {e}"))?;
     }
     consumer.assign(&start).map_err(|e| format!("kafka: {e}"))?;

@@ -2,8 +2,8 @@
 //! partition without a committed offset counts all its retained records (`high − low`), and a
 //! commit below the log start (records deleted by retention) counts only what is still there.
 
-use rdkafka::Offset;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,6 +19,33 @@ pub fn committed_offset(offset: Offset) -> Option<i64> {
         Offset::Offset(o) if o >= 0 => Some(o),
         _ => None,
     }
+}
+
+/// The group's committed offset of every partition in `partitions` (`None` where it has none),
+/// as (topic, partition, offset); an error names the partition it is about.
+pub fn committed_positions<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    partitions: TopicPartitionList,
+    timeout: Duration,
+) -> Result<Vec<(String, i32, Option<i64>)>, String> {
+    let committed = consumer
+        .committed_offsets(partitions, timeout)
+        .map_err(|e| format!("committed offsets: {e}"))?;
+    committed
+        .elements()
+        .iter()
+        .map(|el| match el.error() {
+            Err(e) => Err(format!(
+                "committed offset of partition {}: {e}",
+                el.partition()
+            )),
+            Ok(()) => Ok((
+                el.topic().to_owned(),
+                el.partition(),
+                committed_offset(el.offset()),
+            )),
+        })
+        .collect()
 }
 
 /// Lag ([`backlog`]) per partition assigned to `consumer`.

@@ -576,23 +576,15 @@ fn blocking_offsets(
     for p in t.partitions() {
         tpl.add_partition(topic, p.id());
     }
-    let committed = consumer
-        .committed_offsets(tpl, left())
-        .map_err(|e| format!("committed offsets: {e}"))?;
     let mut out = BTreeMap::new();
-    for el in committed.elements() {
-        if let Err(e) = el.error() {
-            return Err(format!(
-                "committed offset of partition {}: {e}",
-                el.partition()
-            ));
-        }
+    for (_, partition, committed) in
+        recalloc_stream::lag::committed_positions(consumer, tpl, left())?
+    {
         let (low, high) = consumer
-            .fetch_watermarks(topic, el.partition(), left())
-            .map_err(|e| format!("watermarks of partition {}: {e}", el.partition()))?;
-        let committed = recalloc_stream::lag::committed_offset(el.offset());
+            .fetch_watermarks(topic, partition, left())
+            .map_err(|e| format!("watermarks of partition {partition}: {e}"))?;
         out.insert(
-            el.partition(),
+            partition,
             PartitionOffsets {
                 low,
                 high,
