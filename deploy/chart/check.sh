@@ -6,10 +6,13 @@
 #     --strict against Kubernetes $KUBE_VERSION (custom resources — KEDA's ScaledObject and the
 #     ServiceMonitor — have no schema there and are reported as skipped);
 #  4. the scheduler's Role grants only Deployments, their scale, and (when enabled) its Lease;
-#  5. with TLS on, every KEDA trigger authenticates with a rendered TriggerAuthentication that
-#     carries the CA (and the client certificate when the servers require one);
-#  6. values that cannot work are refused with a message (too many consumer replicas, several
-#     schedulers without leader election).
+#  5. with TLS on, every KEDA trigger on the scheduler's external scaler authenticates with a
+#     rendered TriggerAuthentication that carries the CA (and the client certificate when the
+#     servers require one); KEDA's Kafka triggers (keda.kafka) name the consumers' group and no
+#     Deployment is the target of two ScaledObjects;
+#  6. values that cannot work are refused with a message (several schedulers without leader
+#     election, a consumer scaled both by the scheduler and by KEDA's Kafka trigger); consumer
+#     replicas beyond kafka.partitions are not refused (the group's extra members idle).
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 KUBE_VERSION=${KUBE_VERSION:-1.34.0}
@@ -55,8 +58,9 @@ for path in sys.argv[1:]:
                 print(f"  {path}: a wildcard verb", file=sys.stderr); ok = False
 sys.exit(0 if ok else 1)
 PY
-  # KEDA against a TLS scheduler: each trigger names a TriggerAuthentication with what it needs.
-  "$chart_py" - "$work/$name.json" "$work/$name"/*.yaml <<'PY' || bad "$name: KEDA cannot reach a TLS scheduler"
+  # KEDA: against a TLS scheduler each external trigger names a TriggerAuthentication with what it
+  # needs; each Kafka trigger reads its consumers' group; one ScaledObject per Deployment.
+  "$chart_py" - "$work/$name.json" "$work/$name"/*.yaml <<'PY' || bad "$name: KEDA's ScaledObjects are wrong (TLS scheduler, consumer group or a shared target)"
 import json, sys, yaml
 values = json.load(open(sys.argv[1]))
 tls = values["security"]["tls"]
@@ -65,10 +69,21 @@ auths = {d["metadata"]["name"]: {r["parameter"] for r in d["spec"]["secretTarget
          for d in docs if d["kind"] == "TriggerAuthentication"}
 need = {"caCert"} | ({"tlsClientCert", "tlsClientKey"} if tls["requireClientCerts"] else set())
 ok = True
+groups = {"featurizer": values["featurizer"]["groupId"], "embed-worker": values["embed"]["worker"]["groupId"]}
+targets = {}
 for d in docs:
     if d["kind"] != "ScaledObject":
         continue
+    target = d["spec"]["scaleTargetRef"]["name"]
+    if target in targets:
+        print(f"  {target}: the target of ScaledObjects {targets[target]} and {d['metadata']['name']}", file=sys.stderr); ok = False
+    targets[target] = d["metadata"]["name"]
     for t in d["spec"]["triggers"]:
+        if t["type"] == "kafka":
+            component = d["metadata"]["labels"]["app.kubernetes.io/component"]
+            if t["metadata"].get("consumerGroup") != groups.get(component):
+                print(f"  {d['metadata']['name']}: consumerGroup {t['metadata'].get('consumerGroup')!r}, the group is {groups.get(component)!r}", file=sys.stderr); ok = False
+            continue
         ref = (t.get("authenticationRef") or {}).get("name")
         if not tls["enabled"]:
             if ref:
@@ -93,14 +108,17 @@ refuse() {  # description, expected message, values yaml
     bad "$1: refused without saying '$2': $(cat "$work/refuse.err")"
   fi
 }
-refuse "featurizer replicas above partitions" "featurizer.replicas must not exceed kafka.partitions" \
-  $'featurizer:\n  replicas: 5\nkafka:\n  partitions: 4'
 refuse "two schedulers without election" "scheduler.replicas > 1 needs scheduler.leaderElection" \
   $'scheduler:\n  replicas: 2'
 refuse "TLS without its Secret" "security.tls.secretName is required" \
   $'security:\n  tls:\n    enabled: true'
 refuse "an embed worker on an unknown variant" "is not one of embed.variants" \
   $'embed:\n  worker:\n    variant: tpu'
+refuse "a consumer scaled by the scheduler and by KEDA's Kafka trigger" \
+  "keda.kafka.enabled and scheduler.deployments both scale featurizer" \
+  $'keda:\n  kafka:\n    enabled: true\nscheduler:\n  deployments:\n    - {component: featurizer, query: up, capacityPerReplica: 1, minReplicas: 1, maxReplicas: 4}'
+refuse "KEDA's Kafka trigger with minReplicas above maxReplicas" "keda.kafka.minReplicas (5) exceeds keda.kafka.maxReplicas (4" \
+  $'keda:\n  kafka:\n    enabled: true\n    minReplicas: 5'
 
 [ $failed = 0 ] || exit 1
 echo "chart checks passed" >&2

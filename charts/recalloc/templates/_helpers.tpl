@@ -180,7 +180,8 @@ securityContext:
 
 {{/* A Deployment of one gRPC process. Call with (dict "root" $ "component" "rank" "binary"
 "recalloc-rank" "grpcPort" 50053 "httpPort" 9103 "replicas" 2 "spec" .Values.rank "env" list
-"serviceAccount" ""). `spec` supplies resources, nodeSelector, tolerations, affinity, extraEnv. */}}
+"serviceAccount" ""), optionally "rollingUpdate" (the strategy's maxSurge, maxUnavailable).
+`spec` supplies resources, nodeSelector, tolerations, affinity, extraEnv. */}}
 {{- define "recalloc.deployment" -}}
 {{- $root := .root -}}
 apiVersion: apps/v1
@@ -192,6 +193,13 @@ metadata:
 spec:
   replicas: {{ .replicas }}
   revisionHistoryLimit: 5
+  {{- with .rollingUpdate }}
+  # Consumers: every start and stop of a member is one incremental rebalance of its group.
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
   selector:
     matchLabels:
       {{- include "recalloc.selectorLabels" . | nindent 6 }}
@@ -267,42 +275,13 @@ affinity:
 {{- end }}
 {{- end -}}
 
-{{/* A StatefulSet of Kafka consumers with static partition shares: replica i of n takes the
-partitions p % n == i, i from the pod-index label (Kubernetes 1.28+). Same arguments as
-recalloc.deployment plus "section" (the config section: featurizer or embed). */}}
+{{/* A Deployment of Kafka consumers: the replicas are members of one consumer group
+(cooperative-sticky assignment), so they come and go freely and a rebalance moves only the
+partitions that change owner; members beyond the group's partitions idle. Same arguments as
+recalloc.deployment; "rollingUpdate" (maxSurge, maxUnavailable) defaults to one member at a time,
+the new one ready before an old one leaves. */}}
 {{- define "recalloc.consumers" -}}
-{{- $root := .root -}}
-{{- $section := upper .section -}}
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: {{ include "recalloc.fullname" $root }}-{{ .component }}
-  labels:
-    {{- include "recalloc.labels" . | nindent 4 }}
-spec:
-  replicas: {{ .replicas }}
-  serviceName: {{ include "recalloc.fullname" $root }}-{{ .component }}
-  # Every replica's share changes with their number: start and stop them together.
-  podManagementPolicy: Parallel
-  revisionHistoryLimit: 5
-  selector:
-    matchLabels:
-      {{- include "recalloc.selectorLabels" . | nindent 6 }}
-  template:
-    metadata:
-      labels:
-        {{- include "recalloc.labels" . | nindent 8 }}
-        {{- with .podLabels }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
-      annotations:
-        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
-    spec:
-      {{- $env := concat (list
-            (dict "name" (printf "RECALLOC_%s_REPLICAS" $section) "value" (.replicas | toString))
-            (dict "name" (printf "RECALLOC_%s_REPLICA_INDEX" $section) "valueFrom" (dict "fieldRef" (dict "fieldPath" "metadata.labels['apps.kubernetes.io/pod-index']"))))
-            (.env | default list) -}}
-      {{- include "recalloc.podSpec" (merge (dict "env" $env) .) | trim | nindent 6 }}
+{{- include "recalloc.deployment" (merge (dict "rollingUpdate" (.rollingUpdate | default (dict "maxSurge" 1 "maxUnavailable" 0))) .) -}}
 {{- end -}}
 
 {{/* A Service for one component. Headless (clusterIP: None): DNS answers with every ready pod,
