@@ -105,13 +105,23 @@ pub fn wait_broker(brokers: &str, within: Duration) -> Result<()> {
 /// Creates `topics` with `partitions` each (replication 1) through the admin API; one that
 /// exists is fine.
 pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<()> {
+    create_replicated_topics(brokers, topics, partitions, 1)
+}
+
+/// [`create_topics`] with `replicas` copies of each partition.
+pub fn create_replicated_topics(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+    replicas: i32,
+) -> Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replicas)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
     // The admin client's futures are driven by librdkafka's own thread: any executor will do,
@@ -434,6 +444,13 @@ fn is_otel_setting(name: &str) -> bool {
     name.starts_with("OTEL_")
 }
 
+/// A Kafka node besides the first (whose ports and process are [`Cluster`]'s own fields).
+pub struct KafkaNode {
+    pub port: u16,
+    pub controller_port: u16,
+    pub proc: Option<Proc>,
+}
+
 /// Redis, the broker and the services of one test.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -447,6 +464,9 @@ pub struct Cluster {
     /// The other cluster nodes (port, process).
     pub redis_nodes: Vec<(u16, Proc)>,
     pub broker: Option<Proc>,
+    /// The other nodes of a Kafka cluster ([`Cluster::infra_with_kafka_nodes`]); empty for the
+    /// usual single broker.
+    pub kafka_nodes: Vec<KafkaNode>,
     pub ingest: Option<Proc>,
     pub featurizer: Option<Proc>,
     pub embed: Option<Proc>,
@@ -471,6 +491,18 @@ impl Cluster {
     /// Like [`Cluster::infra`] with Redis set up as `redis_options` says; the services get the
     /// matching `RECALLOC_REDIS_*` settings (the password through a file).
     pub fn infra_with(redis_options: RedisOptions) -> Result<Self> {
+        Self::infra_inner(redis_options, 1)
+    }
+
+    /// Like [`Cluster::infra`] with a Kafka cluster of `nodes` combined broker+controller
+    /// nodes (a quorum of `nodes` controllers) whose topics have `nodes` replicas and, from
+    /// three nodes on, `min.insync.replicas` 2: a node may die and every write still reaches
+    /// two.
+    pub fn infra_with_kafka_nodes(nodes: u16) -> Result<Self> {
+        Self::infra_inner(RedisOptions::default(), nodes)
+    }
+
+    fn infra_inner(redis_options: RedisOptions, kafka_nodes: u16) -> Result<Self> {
         // RECALLOC_TEST_KEEP=1 keeps each test's folder (every process's log) for a post-mortem.
         let dir = tempfile::Builder::new()
             .disable_cleanup(std::env::var_os("RECALLOC_TEST_KEEP").is_some())
@@ -516,6 +548,13 @@ impl Cluster {
             redis_options,
             redis_nodes,
             broker: None,
+            kafka_nodes: (1..kafka_nodes.max(1))
+                .map(|_| KafkaNode {
+                    port: free_port(),
+                    controller_port: free_port(),
+                    proc: None,
+                })
+                .collect(),
             ingest: None,
             featurizer: None,
             embed: None,
@@ -530,9 +569,62 @@ impl Cluster {
             extra_env,
             dir,
         };
-        c.start_broker()?;
-        create_topics(&c.brokers(), &TOPICS, 4)?;
+        if c.kafka_nodes.is_empty() {
+            c.start_broker()?;
+            create_topics(&c.brokers(), &TOPICS, 4)?;
+        } else {
+            // A quorum answers only once a majority of controllers is up: start them together.
+            let n = c.kafka_nodes.len() + 1;
+            c.broker = Some(c.spawn_kafka_node(1)?);
+            for i in 2..=n {
+                let p = c.spawn_kafka_node(i)?;
+                c.kafka_nodes[i - 2].proc = Some(p);
+            }
+            wait_broker(&c.brokers(), Duration::from_secs(120))?;
+            create_replicated_topics(&c.brokers(), &TOPICS, 4, n as i32)?;
+        }
         Ok(c)
+    }
+
+    /// Starts Kafka node `node` (1-based) of a cluster over its own log directory, without
+    /// waiting: a restart keeps what the node had.
+    pub fn spawn_kafka_node(&self, node: usize) -> Result<Proc> {
+        let ports: Vec<(u16, u16)> = std::iter::once((self.kafka_port, self.kafka_controller_port))
+            .chain(self.kafka_nodes.iter().map(|k| (k.port, k.controller_port)))
+            .collect();
+        let voters: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
+            .collect();
+        let n = ports.len();
+        let min_isr = if n >= 3 { 2 } else { 1 };
+        let properties = format!(
+            "node.id={node}\ncontroller.quorum.voters={}\ndefault.replication.factor={n}\n\
+             min.insync.replicas={min_isr}\noffsets.topic.replication.factor={n}\n\
+             transaction.state.log.replication.factor={n}\ntransaction.state.log.min.isr={min_isr}\n\
+             share.coordinator.state.topic.replication.factor={n}\n\
+             share.coordinator.state.topic.min.isr={min_isr}",
+            voters.join(",")
+        );
+        let (port, cport) = ports[node - 1];
+        let dir = self.dir.path().join(format!("kafka-node{node}"));
+        let mut cmd = Command::new("bash");
+        cmd.arg(kafka_script())
+            .arg("run")
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(cport.to_string())
+            .env("RECALLOC_KAFKA_PROPERTIES", properties)
+            // Fixed per test: every node of one cluster is formatted with the same id.
+            .env("RECALLOC_KAFKA_CLUSTER_ID", "cmVjYWxsb2MtdGVzdHMtMQ")
+            .env("RECALLOC_KAFKA_HEAP", "-Xms128m -Xmx384m");
+        let k = std::fs::read_dir(self.dir.path())?.count();
+        Proc::spawn(
+            &format!("kafka-node{node}"),
+            cmd,
+            self.dir.path().join(format!("kafka-node{node}-{k}.log")),
+        )
     }
 
     /// Infra plus ingest and featurizer, both ready.
@@ -554,8 +646,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// The bootstrap list: every Kafka node.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        std::iter::once(self.kafka_port)
+            .chain(self.kafka_nodes.iter().map(|k| k.port))
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn redis_url(&self) -> String {
@@ -659,6 +756,20 @@ impl Cluster {
             self.featurizer.as_mut().unwrap(),
             Duration::from_secs(60),
         )
+    }
+
+    /// Another featurizer, a member of the same consumer group, with its own metrics port;
+    /// returns it once ready, with that port.
+    pub fn spawn_featurizer_replica(&self) -> Result<(Proc, SocketAddr)> {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = http.to_string();
+        let mut p = self.spawn_with(
+            "featurizer-replica",
+            "recalloc-featurizer",
+            &[("RECALLOC_FEATURIZER_METRICS_ADDR", addr.as_str())],
+        )?;
+        wait_ready(http, &mut p, Duration::from_secs(60))?;
+        Ok((p, http))
     }
 
     /// Starts the rank service (Redis reachable; a model is loaded if one is current).
@@ -899,15 +1010,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 }
 
 /// Every key in the `{rc}` slot (the derived state and the model bookkeeping, not the model
-/// chunks) and its content, for comparing whole states. Hash fields named in `skip` are left out.
+/// chunks) and its content, for comparing whole states. Hash fields named in `skip` are left out,
+/// and so are the log positions (`{rc}:offsets`, `{rc}:log`): they say where in which log the
+/// state is, which differs between a live run and a replay of the same records.
 /// Pipelined, so a state of 100k keys takes seconds, not minutes.
 pub async fn snapshot(
     con: &mut RedisConnection,
     skip: &[&str],
 ) -> Result<BTreeMap<String, String>> {
+    use recalloc_store::log_position::{LOG, OFFSETS};
     let mut keys: Vec<String> = con
         .scan_match(&format!("{}*", recalloc_store::PREFIX))
         .await?;
+    keys.retain(|k| k != OFFSETS && k != LOG);
     keys.sort();
     let mut out = BTreeMap::new();
     for chunk in keys.chunks(2000) {

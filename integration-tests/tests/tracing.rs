@@ -1,5 +1,5 @@
-//! One trace per flow: an ingest call's trace continues through the Kafka record into the
-//! featurizer and the embed worker, and every process exports its spans over OTLP to a
+//! One trace per flow: an ingest call's trace continues through the Kafka record's headers into
+//! the featurizer and the embed worker (and so does a foreign producer's), and every process exports its spans over OTLP to a
 //! collector (here a small in-test OTLP/gRPC server that keeps what it receives).
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -10,11 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use recalloc_integration_tests::{Cluster, free_port};
-use recalloc_proto::v1::{Item, ItemRecord, UpsertItemsRequest};
+use recalloc_proto::v1::{Item, UpsertItemsRequest};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -183,6 +180,19 @@ fn upsert_with(traceparent: Option<&str>, items: Vec<Item>) -> tonic::Request<Up
     req
 }
 
+/// Ingest's publish (producer) span under its server span `server`.
+fn publish_span(spans: &[Collected], server: &str) -> Collected {
+    spans
+        .iter()
+        .find(|s| {
+            s.service == "recalloc-ingest"
+                && s.kind == SpanKind::Producer as i32
+                && s.parent_span_id == server
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no publish span under {server}: {spans:#?}"))
+}
+
 /// The ingest server span of a call, found by its parent (the caller's span or none).
 fn server_span(spans: &[Collected], parent: &str) -> Collected {
     let server: Vec<&Collected> = spans
@@ -226,13 +236,10 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
         .unwrap();
     let spans = collector.wait_for_consumers(trace_id, &c).await;
     let server = server_span(&spans, caller_span);
-    let by_service = assert_one_tree(&spans, caller_span, &server.span_id);
-    assert!(
-        by_service["recalloc-ingest"]
-            .iter()
-            .any(|s| s.kind == SpanKind::Producer as i32 && s.parent_span_id == server.span_id),
-        "ingest's publish span: {spans:#?}"
-    );
+    // The records carry the publish span's context in their headers (OpenTelemetry's
+    // messaging conventions): the consumers' spans are its children.
+    let publish = publish_span(&spans, &server.span_id);
+    assert_one_tree(&spans, caller_span, &publish.span_id);
 
     // 2. A call without a traceparent (or with a malformed one) starts one new trace that
     //    still spans the three processes.
@@ -274,38 +281,50 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
         assert_ne!(root.trace_id, trace_id);
         let spans = collector.wait_for_consumers(&root.trace_id, &c).await;
         server_span(&spans, "");
-        assert_one_tree(&spans, "", &root.span_id);
+        let publish = publish_span(&spans, &root.span_id);
+        assert_one_tree(&spans, "", &publish.span_id);
     }
 
-    // 3. A producer other than ingest may carry the context in Kafka headers instead of the
-    //    record's field: the consumers continue that trace too.
+    // 3. A producer that is not ours (Python confluent-kafka) writes the W3C context in the
+    //    record headers: the consumers continue that trace.
     let header_trace = "0af7651916cd43dd8448eb211c80319c";
     let header_span = "b7ad6b7169203331";
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", c.brokers())
-        .set("enable.idempotence", "false")
-        .set("message.timeout.ms", "10000")
-        .create()
-        .unwrap();
-    let record = ItemRecord {
-        item: Some(item("traced-4", "a book about lighthouses")),
-        updated_at_ms: 1,
-        traceparent: String::new(),
-    };
-    let payload = record.encode_to_vec();
-    producer
-        .send(
-            FutureRecord::to(recalloc_proto::topics::ITEMS)
-                .key("traced-4")
-                .payload(&payload)
-                .headers(recalloc_stream::headers::trace_headers(
-                    &format!("00-{header_trace}-{header_span}-01"),
-                    None,
-                )),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    let python = std::env::var("RECALLOC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out_dir = c.dir.path().join("py");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = format!(
+        r#"
+import sys
+from grpc_tools import protoc
+rc = protoc.main(["protoc", "-I{proto}", "--python_out={out}", "{proto}/recalloc/v1/records.proto"])
+assert rc == 0, rc
+sys.path.insert(0, "{out}")
+from recalloc.v1 import records_pb2 as pb
+from confluent_kafka import Producer
+p = Producer({{"bootstrap.servers": "{brokers}", "acks": "all", "enable.idempotence": True}})
+item = pb.ItemRecord(item=pb.Item(item_id="traced-4", title="a book about lighthouses"), updated_at_ms=1)
+p.produce("recalloc.items.v1", key="traced-4", value=item.SerializeToString(),
+          headers=[("traceparent", "00-{trace}-{span}-01"), ("tracestate", "vendor=python")])
+assert p.flush(30) == 0
+"#,
+        proto = recalloc_integration_tests::repo_root()
+            .join("proto")
+            .display(),
+        out = out_dir.display(),
+        brokers = c.brokers(),
+        trace = header_trace,
+        span = header_span,
+    );
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python producer failed (run the tests through `make test`, which sets RECALLOC_TEST_PYTHON): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let spans = collector.wait_for_consumers(header_trace, &c).await;
     assert_one_tree(&spans, header_span, header_span);
 

@@ -27,14 +27,3 @@ pub enum Record {
     Item(v1::ItemRecord),
     User(v1::UserRecord),
 }
-
-impl Record {
-    /// The W3C trace context the record was produced under.
-    pub fn traceparent(&self) -> &str {
-        match self {
-            Record::Event(e) => &e.traceparent,
-            Record::Item(i) => &i.traceparent,
-            Record::User(u) => &u.traceparent,
-        }
-    }
-}

@@ -174,10 +174,6 @@ pub struct FeaturizerConfig {
     pub dedup_window_s: u64,
     /// Records applied to Redis per round trip.
     pub batch_size: u32,
-    /// How many featurizer replicas share the partitions, and which one this is: replica `i`
-    /// of `n` consumes the partitions `p` with `p % n == i` of every topic.
-    pub replicas: u32,
-    pub replica_index: u32,
 }
 
 impl Default for FeaturizerConfig {
@@ -188,8 +184,6 @@ impl Default for FeaturizerConfig {
             history_len: 200,
             dedup_window_s: 86_400,
             batch_size: 500,
-            replicas: 1,
-            replica_index: 0,
         }
     }
 }
@@ -223,13 +217,10 @@ pub struct EmbedConfig {
     /// How stored vectors are encoded: `f32`, `f16` or `int8`.
     pub storage: String,
     /// Consume the items and users topics (the worker). Off: serve Embed only, so API replicas
-    /// can be scaled without touching the workers' static partition shares.
+    /// scale apart from the workers.
     pub consume: bool,
-    /// Consumer group of the embed workers on the items and users topics, and their static
-    /// partition share (as for the featurizer).
+    /// Consumer group of the embed workers on the items and users topics.
     pub group_id: String,
-    pub replicas: u32,
-    pub replica_index: u32,
     /// Records per consumed batch.
     pub consumer_batch: u32,
     /// How often the worker embeds items and users that Redis knows but that have no vector
@@ -260,8 +251,6 @@ impl Default for EmbedConfig {
             storage: "f16".into(),
             consume: true,
             group_id: "recalloc-embed".into(),
-            replicas: 1,
-            replica_index: 0,
             consumer_batch: 256,
             sweep_interval_s: 30,
             profile_text_weight: 0.3,

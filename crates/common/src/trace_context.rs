@@ -1,7 +1,8 @@
 //! W3C trace context (`traceparent`, `tracestate`) in and out of the process, so one record's
 //! path through the cluster is one trace: a gRPC call's metadata → the span of the call → the
-//! `traceparent` each produced Kafka record carries → a span per consumed record, a child of the
-//! call's span. The spans are `tracing` spans; the OpenTelemetry layer that [`crate::telemetry`]
+//! `traceparent` and `tracestate` headers each produced Kafka record carries (the producer
+//! span's context, per OpenTelemetry's messaging conventions) → a span per consumed record, a
+//! child of the producer span. The spans are `tracing` spans; the OpenTelemetry layer that [`crate::telemetry`]
 //! installs gives them trace and span ids (and exports them when OTLP export is configured).
 //!
 //! Malformed headers are ignored, as the W3C spec says: the call or record then starts a new
@@ -56,6 +57,19 @@ pub fn traceparent_of(cx: &Context) -> Option<String> {
     let mut carrier: HashMap<String, String> = HashMap::with_capacity(2);
     propagator().inject_context(cx, &mut carrier);
     carrier.remove(TRACEPARENT)
+}
+
+/// The `traceparent` and (when there is one) `tracestate` of `span`: what a record produced
+/// under it carries in its headers. `None` when the span has no valid context (no telemetry
+/// installed).
+pub fn propagation_of(span: &tracing::Span) -> Option<(String, Option<String>)> {
+    let mut carrier: HashMap<String, String> = HashMap::with_capacity(2);
+    propagator().inject_context(&span.context(), &mut carrier);
+    let traceparent = carrier.remove(TRACEPARENT)?;
+    Some((
+        traceparent,
+        carrier.remove(TRACESTATE).filter(|s| !s.is_empty()),
+    ))
 }
 
 /// The `traceparent` of the current `tracing` span: what a record produced now carries. Empty

@@ -2,18 +2,23 @@
 //! exactly-once guard, popularity and the global counts — and the scripts that are its only
 //! writer. (Layout: the crate's docs.)
 //!
-//! Each record is applied by one Lua script, atomically: the event's id is added to the user's
-//! `recent` set first, and if it was already there nothing else changes. So a redelivered,
-//! replayed or duplicated event never counts twice, whatever the consumer's offsets say, as long
-//! as the copy was produced within `featurizer.dedup_window_s` (default a day) of the first: the
-//! guard forgets ids older than that, relative to the produce time (the Kafka timestamp) of the
-//! event being applied, so its memory is one window of ids rather than every id ever seen, and a
-//! replay of the log (`recalloc rebuild`) decides exactly as the live run did. Redelivery after a
-//! crash is seconds to minutes; a copy that arrives later than the window counts again. Items and
-//! users are last-writer-wins by `updated_at_ms`, which makes replaying them idempotent too.
-//! (Versions before the window kept every id in a set `{rc}:applied:<id>`; nothing reads those
-//! now, and `recalloc rebuild` or `redis-cli --scan --pattern '{rc}:applied:*' | xargs redis-cli
-//! unlink` frees them.)
+//! Each record is applied by one Lua script, atomically, behind two guards:
+//! * its log position ([`crate::log_position`]): a record below its partition's stored offset is
+//!   already in the state and changes nothing; else the offset moves past it in the same step.
+//!   This makes a redelivery exactly-once however late it comes — a consumer killed between
+//!   apply and commit, a revoked member finishing its batch, a broker failover.
+//! * its event id, for a client that sends the same event twice (two records at two offsets):
+//!   the id is added to the user's `recent` set first, and if it was already there nothing
+//!   else changes, as long as the copy was produced within `featurizer.dedup_window_s` (default
+//!   a day) of the first. The guard forgets ids older than that, relative to the produce time
+//!   (the Kafka timestamp) of the event being applied, so its memory is one window of ids, and
+//!   a replay of the log (`recalloc rebuild`, which keeps no positions since the live
+//!   featurizer may be writing meanwhile) decides exactly as the live run did.
+//!
+//! Items and users are last-writer-wins by `updated_at_ms`, which makes replaying them
+//! idempotent too. (Versions before the window kept every id in a set `{rc}:applied:<id>`;
+//! nothing reads those now, and `recalloc rebuild` or `redis-cli --scan --pattern
+//! '{rc}:applied:*' | xargs redis-cli unlink` frees them.)
 //!
 //! Why one slot for all of it: an event's script must change the guard and everything it guards
 //! in one step — the user, the item, and the global aggregates (`stats`, `popularity`, the id
@@ -28,6 +33,7 @@
 //! crate's `store` module).
 
 use crate::kinds::{kind_name, kind_weight};
+use crate::log_position::{self, LogPosition};
 use crate::{PREFIX, RedisConnection};
 use recalloc_proto::Record;
 use recalloc_proto::v1::{EventKind, ItemRecord, UserRecord};
@@ -50,10 +56,18 @@ pub fn item_key(item: &str) -> String {
     format!("{{rc}}:item:{item}")
 }
 
+// Both scripts start with the log position (see `log_position`): a record below its partition's
+// stored offset is already applied (answer 2); else the stored offset moves past it, in the same
+// atomic step as the record's effect. An empty field: a replay that keeps no position.
 const APPLY_EVENT: &str = r#"
--- KEYS: recent, user, hist, item, users, items, popularity, stats
+-- KEYS: recent, user, hist, item, users, items, popularity, stats, offsets
 -- ARGV: event_id, user_id, item_id, value, ts, is_rating, history_len, hist_entry, weight,
---       produced_ms, window_ms (0 = remember forever)
+--       produced_ms, window_ms (0 = remember forever), offsets field, offset, next offset
+if ARGV[12] ~= '' then
+  local next = tonumber(redis.call('HGET', KEYS[9], ARGV[12]) or '0')
+  if tonumber(ARGV[13]) < next then return 2 end
+  redis.call('HSET', KEYS[9], ARGV[12], ARGV[14])
+end
 local produced, window = tonumber(ARGV[10]), tonumber(ARGV[11])
 if window > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (produced - window))
@@ -92,12 +106,18 @@ return 1
 "#;
 
 const UPSERT_ENTITY: &str = r#"
--- KEYS: entity hash, global set. ARGV: id, updated_at_ms, field1, value1, ...
+-- KEYS: entity hash, global set, offsets.
+-- ARGV: id, updated_at_ms, offsets field, offset, next offset, field1, value1, ...
+if ARGV[3] ~= '' then
+  local next = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+  if tonumber(ARGV[4]) < next then return 2 end
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+end
 local prev = tonumber(redis.call('HGET', KEYS[1], 'updated_at_ms') or '-1')
 redis.call('SADD', KEYS[2], ARGV[1])
 if tonumber(ARGV[2]) < prev then return 0 end
 redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 "#;
 
@@ -121,16 +141,15 @@ impl Scripts {
         }
     }
 
-    /// Applies a batch of decoded records, each with the time it was produced (ms since the
-    /// epoch), in one pipelined round trip. Returns how many events were new (the rest were
-    /// already applied).
+    /// Applies a batch of decoded records in one pipelined round trip. Returns how many events
+    /// were new and how many records were skipped as already applied at their log position.
     pub async fn apply(
         &self,
         con: &mut RedisConnection,
-        records: &[(&Record, i64)],
-    ) -> redis::RedisResult<u64> {
+        records: &[ToApply<'_>],
+    ) -> redis::RedisResult<Applied> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Applied::default());
         }
         // Make sure the scripts are cached on the server; the pipeline then uses EVALSHA.
         // One command each: a cluster sends SCRIPT LOAD to every primary, a pipeline would not.
@@ -142,8 +161,12 @@ impl Scripts {
                 .await?;
         }
         let mut pipe = redis::pipe();
-        for &(r, produced_ms) in records {
-            match r {
+        for a in records {
+            let (field, offset, next) = match a.position {
+                Some(p) => (p.field(), p.offset, p.offset + 1),
+                None => (String::new(), 0, 0),
+            };
+            match a.record {
                 Record::Event(e) => {
                     let kind = EventKind::try_from(e.kind).unwrap_or(EventKind::Unspecified);
                     let entry = serde_json::json!({
@@ -160,6 +183,7 @@ impl Scripts {
                         .key(ITEMS)
                         .key(POPULARITY)
                         .key(STATS)
+                        .key(log_position::OFFSETS)
                         .arg(&e.event_id)
                         .arg(&e.user_id)
                         .arg(&e.item_id)
@@ -169,8 +193,11 @@ impl Scripts {
                         .arg(self.history_len)
                         .arg(entry)
                         .arg(kind_weight(kind))
-                        .arg(produced_ms)
-                        .arg(self.dedup_window_ms);
+                        .arg(a.produced_ms)
+                        .arg(self.dedup_window_ms)
+                        .arg(&field)
+                        .arg(offset)
+                        .arg(next);
                     pipe.invoke_script(&inv);
                 }
                 Record::Item(rec) => {
@@ -178,8 +205,12 @@ impl Scripts {
                     let mut inv = self.upsert_entity.prepare_invoke();
                     inv.key(item_key(&it.item_id))
                         .key(ITEMS)
+                        .key(log_position::OFFSETS)
                         .arg(&it.item_id)
                         .arg(rec.updated_at_ms)
+                        .arg(&field)
+                        .arg(offset)
+                        .arg(next)
                         .arg("title")
                         .arg(&it.title)
                         .arg("description")
@@ -195,8 +226,12 @@ impl Scripts {
                     let mut inv = self.upsert_entity.prepare_invoke();
                     inv.key(user_key(&u.user_id))
                         .key(USERS)
+                        .key(log_position::OFFSETS)
                         .arg(&u.user_id)
                         .arg(rec.updated_at_ms)
+                        .arg(&field)
+                        .arg(offset)
+                        .arg(next)
                         .arg("profile_text")
                         .arg(&u.profile_text)
                         .arg("attributes")
@@ -206,22 +241,44 @@ impl Scripts {
             }
         }
         let results: Vec<i64> = pipe.query_async(con).await?;
-        let mut new_events = 0u64;
+        let mut out = Applied::default();
         let mut i = 0;
-        for &(r, _) in records {
-            if matches!(r, Record::Event(_)) {
-                new_events += u64::from(results.get(i).copied().unwrap_or(0) == 1);
-            }
-            if !matches!(
-                r,
+        for a in records {
+            if matches!(
+                a.record,
                 Record::Item(ItemRecord { item: None, .. })
                     | Record::User(UserRecord { user: None, .. })
             ) {
-                i += 1;
+                continue;
+            }
+            let answer = results.get(i).copied().unwrap_or(0);
+            i += 1;
+            if answer == 2 {
+                out.already_applied += 1;
+            } else if answer == 1 && matches!(a.record, Record::Event(_)) {
+                out.new_events += 1;
             }
         }
-        Ok(new_events)
+        Ok(out)
     }
+}
+
+/// A record to apply: when it was produced (its Kafka timestamp, ms since the epoch) and where
+/// it is in the log (`None` for a replay that keeps no position, see [`Scripts::apply`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ToApply<'a> {
+    pub record: &'a Record,
+    pub produced_ms: i64,
+    pub position: Option<LogPosition<'a>>,
+}
+
+/// What [`Scripts::apply`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events applied for the first time.
+    pub new_events: u64,
+    /// Records skipped because their partition's stored offset was already past them.
+    pub already_applied: u64,
 }
 
 /// Attributes as JSON with sorted keys, so the same record always writes the same bytes (a

@@ -15,16 +15,17 @@
 //! | `{rc}:popularity` | sorted set | item id → sum of kind weights of its events |
 //! | `{rc}:stats` | hash | `events`, `ratings` applied so far |
 //! | `{rc}:vec:items`, `{rc}:vec:users`, `{rc}:vec:item:<id>`, `{rc}:vec:user:<id>` | | vectors, written by the embed service ([`vector_store`]) |
+//! | `{rc}:offsets` | hash | `<topic>/<partition>` → the next offset the featurizer applies, written with each record ([`log_position`]) |
+//! | `{rc}:log` | hash | `cluster_id`: the Kafka cluster the state was built from |
 //! | `{rc}:deadletter` | list | the newest 1,000 records the featurizer could not decode or apply, as JSON |
-//!
-//! (The kind of key comes before the id, so no id can make one key look like another.)
 //! | `{rc}:model:*`, `rc:model-chunk:*` | | trained models and the training lock ([`models`]) |
 //!
 //! (The kind of key comes before the id, so no id can make one key look like another.)
 //!
 //! | module | writes | who calls it |
 //! |---|---|---|
-//! | [`derived`] | users, items, histories, the exactly-once guard, popularity, stats | the featurizer (and `recalloc rebuild`) |
+//! | [`derived`] | users, items, histories, the exactly-once guard, popularity, stats, log positions | the featurizer (and `recalloc rebuild`) |
+//! | [`log_position`] | the log's cluster id; reads the positions | the featurizer (and `recalloc rebuild`) |
 //! | [`deadletter`] | the dead-letter list | the featurizer |
 //! | [`vector_store`] | stored vectors and their id sets | embed |
 //! | [`models`] | model versions, chunks, the training lock | rank |
@@ -36,6 +37,7 @@ pub mod deadletter;
 pub mod derived;
 pub mod history;
 pub mod kinds;
+pub mod log_position;
 pub mod models;
 pub mod training;
 pub mod vector_store;

@@ -114,7 +114,6 @@ mod tests {
                 ..Default::default()
             }),
             updated_at_ms: 5,
-            traceparent: String::new(),
         };
         assert!(decode(topics::ITEMS, Some(&it.encode_to_vec())).is_ok());
         assert!(matches!(

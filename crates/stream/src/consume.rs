@@ -1,11 +1,13 @@
 //! Consuming the topics the way every recalloc consumer does: batches gathered for a short
-//! window, offsets committed only after the batch's effect is stored (partitions: [`crate::assign`]).
+//! window, offsets committed only after the batch's effect is stored (membership:
+//! [`crate::group`]).
 
 use crate::codec;
+use crate::group::{GroupConsumer, GroupContext};
 use crate::headers::producer_context;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use recalloc_common::config::Config;
 use recalloc_common::trace_context;
 use recalloc_proto::Record;
@@ -41,7 +43,7 @@ fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
         messaging.destination.partition.id = m.partition(),
         messaging.kafka.offset = m.offset(),
     );
-    let (traceparent, tracestate) = producer_context(m.headers(), record.as_ref().ok());
+    let (traceparent, tracestate) = producer_context(m.headers());
     trace_context::set_remote_parent(&span, traceparent, tracestate);
     Consumed {
         topic: m.topic().to_owned(),
@@ -53,25 +55,10 @@ fn consumed(m: &BorrowedMessage<'_>) -> Consumed {
     }
 }
 
-/// The highest offset + 1 per partition of a batch: what to commit after it is applied.
-pub fn next_offsets(batch: &[Consumed]) -> TopicPartitionList {
-    let mut max: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for c in batch {
-        let e = max
-            .entry((c.topic.clone(), c.partition))
-            .or_insert(c.offset);
-        *e = (*e).max(c.offset);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in max {
-        let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o + 1));
-    }
-    tpl
-}
-
-/// Receives one batch: waits for the first message, then gathers for [`BATCH_WINDOW`].
+/// Receives one batch: waits for the first message, then gathers for [`BATCH_WINDOW`]. Records
+/// of partitions revoked meanwhile are dropped (their next owner reads them).
 pub async fn next_batch(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     max: usize,
 ) -> Result<Vec<Consumed>, rdkafka::error::KafkaError> {
     let first = consumer.recv().await?;
@@ -90,11 +77,27 @@ pub async fn next_batch(
             Err(_) => break,
         }
     }
+    let dropped = consumer.context().retain_assigned(&mut batch);
+    if dropped > 0 {
+        tracing::info!(
+            dropped,
+            "records of revoked partitions dropped from the batch"
+        );
+    }
     Ok(batch)
 }
 
-/// A consumer with manual offset commits that starts from the beginning of a partition without
-/// a committed offset.
+/// A member of `group` (see [`crate::group`]) with manual offset commits, starting from the
+/// beginning of a partition without a committed offset.
+pub fn group_consumer(
+    cfg: &Config,
+    group: &str,
+    client_id: &str,
+) -> Result<GroupConsumer, rdkafka::error::KafkaError> {
+    consumer_config(cfg, group, client_id).create_with_context(GroupContext::default())
+}
+
+/// The settings of [`group_consumer`].
 pub fn consumer_config(cfg: &Config, group: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers)
@@ -106,9 +109,8 @@ pub fn consumer_config(cfg: &Config, group: &str, client_id: &str) -> ClientConf
             "session.timeout.ms",
             cfg.kafka.session_timeout_ms.to_string(),
         )
-        // tansu answers a fetch only after sleeping part of max wait; a short wait keeps the
-        // consumer's round trips short without busy polling.
-        .set("fetch.wait.max.ms", "100")
+        // Rebalances move only the partitions that change owner; the others keep being read.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("client.id", client_id);
     c
 }
@@ -124,19 +126,4 @@ pub fn record_stored(stored: &mut Stored, batch: &[Consumed]) {
             .or_insert(c.offset);
         *e = (*e).max(c.offset);
     }
-}
-
-/// The last step of a stopping consumer: commit what is stored, synchronously, and leave the
-/// partitions. (Its position may be past a batch that shutdown interrupted before storing.)
-pub fn commit_stored(consumer: &StreamConsumer, stored: &Stored) {
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in stored {
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
-    }
-    if tpl.count() > 0
-        && let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-    {
-        tracing::warn!(error = %e, "final offset commit failed; the next start redelivers, harmlessly");
-    }
-    let _ = consumer.unassign();
 }

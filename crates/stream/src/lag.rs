@@ -2,7 +2,8 @@
 //! partition without a committed offset counts all its retained records (`high − low`), and a
 //! commit below the log start (records deleted by retention) counts only what is still there.
 
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use crate::group::GroupConsumer;
+use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub fn committed_positions<X: ConsumerContext, C: Consumer<X>>(
 
 /// Lag ([`backlog`]) per partition assigned to `consumer`.
 pub fn lag(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     topic_names: &[&str],
 ) -> Result<BTreeMap<(String, i32), i64>, String> {
     let timeout = Duration::from_secs(3);
@@ -80,16 +81,29 @@ pub fn lag(
     Ok(out)
 }
 
-/// One check of the consumer's lag: sets the `gauge` per topic and partition and records the
-/// broker in `readiness`.
+/// Gauge names of a consumer's [`report_lag`] (each service prefixes its own).
+pub struct LagGauges {
+    /// Records not yet consumed, per topic and partition held.
+    pub lag: (&'static str, &'static str),
+    /// How many partitions this member holds now.
+    pub held: (&'static str, &'static str),
+}
+
+/// One check of the consumer's lag: sets the gauges and records the broker in `readiness`.
 pub async fn report_lag(
-    consumer: &std::sync::Arc<StreamConsumer>,
+    consumer: &std::sync::Arc<GroupConsumer>,
     topic_names: &'static [&'static str],
-    gauge: &'static str,
-    help: &'static str,
+    gauges: &LagGauges,
     metrics: &recalloc_common::Metrics,
     readiness: &recalloc_common::Readiness,
 ) {
+    let (gauge, help) = gauges.lag;
+    metrics.set_gauge(
+        gauges.held.0,
+        gauges.held.1,
+        &[],
+        consumer.context().assigned().len() as f64,
+    );
     let c = consumer.clone();
     match tokio::task::spawn_blocking(move || lag(&c, topic_names)).await {
         Ok(Ok(lags)) => {

@@ -4,14 +4,14 @@
 //! * [`headers`]: the W3C trace context a record carries;
 //! * [`consume`]: batches gathered for a short window, offsets committed only after the batch's
 //!   effect is stored;
-//! * [`assign`]: each replica's share of the partitions;
+//! * [`group`]: membership of a consumer group, and what a member commits on revocation;
 //! * [`lag`]: the one definition of a partition's backlog.
 //!
 //! Topic names and record types are in `recalloc-proto`.
 
-pub mod assign;
 pub mod codec;
 pub mod consume;
+pub mod group;
 pub mod headers;
 pub mod lag;
 

@@ -97,8 +97,8 @@ pub async fn run(
         })
     };
     let worker_stop = recalloc_common::serve::Stop::default();
-    // `embed.consume = false`: an API-only replica (Kubernetes scales those freely; the
-    // consuming workers keep their static partition shares).
+    // `embed.consume = false`: an API-only replica (scaled with the Embed demand, apart from
+    // the consuming workers).
     let worker_task = cfg.embed.consume.then(|| {
         tokio::spawn(worker::run(
             cfg.clone(),

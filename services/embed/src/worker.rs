@@ -4,20 +4,21 @@
 //!
 //! Per batch: decode → ask the store which targets are stale (so a replay costs no inference) →
 //! encode them through the same batcher as the API → write (last-writer-wins, idempotent) →
-//! commit offsets. A crash before the commit redelivers the batch, which then changes nothing.
-//! Partitions are assigned statically with offsets in `embed.group_id` (see
-//! [`recalloc_stream::assign`] for why).
+//! commit offsets. A crash before the commit, or a rebalance mid-batch, redelivers records
+//! whose vectors are already stored, which then change nothing. The workers are members of the
+//! consumer group `embed.group_id` (see [`recalloc_stream::group`]).
 
 use crate::batcher::{BatchError, Priority};
 use crate::engine::{EncodeError, Engine};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use recalloc_common::config::Config;
 use recalloc_common::{Metrics, Readiness};
 use recalloc_proto::topics;
 use recalloc_store::vector_store::{Owner, Target, VectorStore};
 use recalloc_stream::Record;
-use recalloc_stream::assign::{self, Share};
 use recalloc_stream::consume::{self, Consumed};
+use recalloc_stream::group::{self, GroupConsumer};
+use recalloc_stream::lag::LagGauges;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,8 +26,16 @@ use std::time::Duration;
 
 const CONSUMED: &str = "recalloc_embed_records_total";
 const CONSUMED_HELP: &str = "records consumed by the embed worker, by topic and outcome";
-const LAG: &str = "recalloc_embed_consumer_lag";
-const LAG_HELP: &str = "messages not yet consumed by the embed worker, per topic and partition";
+const GAUGES: LagGauges = LagGauges {
+    lag: (
+        "recalloc_embed_consumer_lag",
+        "messages not yet consumed by the embed worker, per topic and partition held",
+    ),
+    held: (
+        "recalloc_embed_partitions_held",
+        "partitions this embed worker holds in its consumer group",
+    ),
+};
 const SWEPT: &str = "recalloc_embed_swept_total";
 const SWEPT_HELP: &str = "vectors written by the sweep for entities that had none";
 
@@ -37,8 +46,8 @@ pub const TOPICS: [&str; 2] = [topics::ITEMS, topics::USERS];
 pub enum WorkerError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("partition assignment: {0}")]
-    Assign(String),
+    #[error("{0}")]
+    Subscribe(String),
     #[error("inference: {0}")]
     Inference(String),
 }
@@ -153,14 +162,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let e = &cfg.embed;
-    let share = Share::new("embed", e.replicas, e.replica_index).map_err(WorkerError::Assign)?;
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(consume::consumer_config(&cfg, &e.group_id, "recalloc-embed").create()?);
+    let consumer: Arc<GroupConsumer> = Arc::new(consume::group_consumer(
+        &cfg,
+        &e.group_id,
+        "recalloc-embed",
+    )?);
     tokio::pin!(shutdown);
-    if assign::assign_when_ready(&consumer, &TOPICS, share, &readiness, &mut shutdown)
+    if !group::subscribe_when_ready(&consumer, &TOPICS, &readiness, &mut shutdown)
         .await
-        .map_err(WorkerError::Assign)?
-        .is_none()
+        .map_err(WorkerError::Subscribe)?
     {
         return Ok(());
     }
@@ -178,7 +188,6 @@ pub async fn run(
         ))
     });
     let max = e.consumer_batch.max(1) as usize;
-    let mut stored = consume::Stored::new();
     let result = loop {
         let batch = tokio::select! {
             _ = &mut shutdown => break Ok(()),
@@ -202,16 +211,21 @@ pub async fn run(
                 break Err(WorkerError::Inference(e));
             }
         }
-        consume::record_stored(&mut stored, &batch);
-        if let Err(e) = consumer.commit(&consume::next_offsets(&batch), CommitMode::Async) {
+        let commit = consumer.context().applied(&batch);
+        if commit.count() > 0
+            && let Err(e) = consumer.commit(&commit, CommitMode::Async)
+        {
             tracing::warn!(error = %e, "offset commit failed");
         }
     };
     watcher.abort();
+    let _ = watcher.await;
     if let Some(s) = sweeper {
         s.abort();
     }
-    consume::commit_stored(&consumer, &stored);
+    if let Some(consumer) = Arc::into_inner(consumer) {
+        let _ = tokio::task::spawn_blocking(move || group::leave(consumer)).await;
+    }
     result
 }
 
@@ -241,14 +255,9 @@ async fn sweep(engine: Arc<Engine>, store: VectorStore, metrics: Arc<Metrics>, e
     }
 }
 
-async fn watch_lag(
-    consumer: Arc<StreamConsumer>,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-) {
+async fn watch_lag(consumer: Arc<GroupConsumer>, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     loop {
-        recalloc_stream::lag::report_lag(&consumer, &TOPICS, LAG, LAG_HELP, &metrics, &readiness)
-            .await;
+        recalloc_stream::lag::report_lag(&consumer, &TOPICS, &GAUGES, &metrics, &readiness).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

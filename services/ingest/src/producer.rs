@@ -5,6 +5,7 @@
 //! by its event id.
 
 use rdkafka::ClientConfig;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use recalloc_common::config::KafkaConfig;
@@ -49,11 +50,19 @@ impl EventProducer {
         Ok(Self { producer })
     }
 
-    /// Sends every message and waits for each acknowledgement. Returns, per message, `None` when
-    /// the broker acknowledged it or the error that made it fail.
-    pub async fn send_all(&self, topic: &str, messages: Vec<Outgoing>) -> Vec<Option<String>> {
+    /// Sends every message, each with `headers`, and waits for each acknowledgement. Returns,
+    /// per message, `None` when the broker acknowledged it or the error that made it fail.
+    pub async fn send_all(
+        &self,
+        topic: &str,
+        messages: Vec<Outgoing>,
+        headers: Option<OwnedHeaders>,
+    ) -> Vec<Option<String>> {
         let futures = messages.iter().map(|m| {
-            let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+            let mut record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+            if let Some(h) = &headers {
+                record = record.headers(h.clone());
+            }
             // Waiting for queue space (instead of failing at once) is the back-pressure; the
             // message timeout still bounds how long a record can wait for the broker.
             self.producer.send(record, Timeout::Never)

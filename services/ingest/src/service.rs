@@ -18,6 +18,7 @@ use recalloc_proto::v1::{
     self, GetStatsRequest, IngestResponse, RecordEventsRequest, Stats, UpsertItemsRequest,
     UpsertUsersRequest, ingest_server::Ingest,
 };
+use recalloc_stream::headers::trace_headers;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -131,15 +132,13 @@ impl IngestService {
         events: &[v1::Event],
         first_index: u32,
         seen: &mut HashSet<String>,
-        traceparent: &str,
     ) -> Prepared {
         let now = now_ms();
         let mut p = Prepared::default();
         for (i, e) in events.iter().enumerate() {
             let index = first_index + i as u32;
             match validate::event(index, e, now, now, &self.limits) {
-                Ok(mut rec) => {
-                    rec.traceparent = traceparent.to_owned();
+                Ok(rec) => {
                     if !seen.insert(rec.event_id.clone()) {
                         p.response.duplicates += 1;
                         continue;
@@ -175,9 +174,13 @@ impl IngestService {
             messaging.destination.name = topic,
             messaging.batch.message_count = total,
         );
+        // The records carry the publish span's context (a child of the call's span) in their
+        // headers, so each consumer's span continues the call's trace.
+        let headers = trace_context::propagation_of(&publish)
+            .map(|(parent, state)| trace_headers(&parent, state.as_deref()));
         let outcome = self
             .producer
-            .send_all(topic, std::mem::take(&mut p.messages))
+            .send_all(topic, std::mem::take(&mut p.messages), headers)
             .instrument(publish)
             .await;
         let failed: Vec<&String> = outcome.iter().flatten().collect();
@@ -273,11 +276,9 @@ impl Ingest for IngestService {
         &self,
         req: Request<RecordEventsRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        // The call's span (see `GrpcTraceLayer`) is current: its records carry its context.
-        let traceparent = trace_context::current_traceparent();
         let events = req.into_inner().events;
         self.check_size("events", events.len())?;
-        let prepared = self.prepare_events(&events, 0, &mut HashSet::new(), &traceparent);
+        let prepared = self.prepare_events(&events, 0, &mut HashSet::new());
         let resp = self.send(topics::EVENTS, prepared, 0).await?;
         Ok(Response::new(resp))
     }
@@ -286,7 +287,6 @@ impl Ingest for IngestService {
         &self,
         req: Request<Streaming<RecordEventsRequest>>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let traceparent = trace_context::current_traceparent();
         let mut stream = req.into_inner();
         let mut total = IngestResponse::default();
         let mut seen = HashSet::new();
@@ -294,7 +294,7 @@ impl Ingest for IngestService {
         while let Some(batch) = stream.message().await? {
             let n = batch.events.len();
             self.check_size("events", n)?;
-            let prepared = self.prepare_events(&batch.events, next_index, &mut seen, &traceparent);
+            let prepared = self.prepare_events(&batch.events, next_index, &mut seen);
             next_index += n as u32;
             let mut r = match self.send(topics::EVENTS, prepared, total.accepted).await {
                 Ok(r) => r,
@@ -318,23 +318,19 @@ impl Ingest for IngestService {
         &self,
         req: Request<UpsertItemsRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let traceparent = trace_context::current_traceparent();
         let items = req.into_inner().items;
         self.check_size("items", items.len())?;
         let now = now_ms();
         let mut p = Prepared::default();
         for (i, it) in items.iter().enumerate() {
             match validate::item(i as u32, it, now, &self.limits) {
-                Ok(mut rec) => p.messages.push(Outgoing {
+                Ok(rec) => p.messages.push(Outgoing {
                     key: rec
                         .item
                         .as_ref()
                         .map(|i| i.item_id.clone())
                         .unwrap_or_default(),
-                    payload: {
-                        rec.traceparent = traceparent.clone();
-                        rec.encode_to_vec()
-                    },
+                    payload: rec.encode_to_vec(),
                 }),
                 Err(e) => p.response.rejected.push(e.into()),
             }
@@ -347,23 +343,19 @@ impl Ingest for IngestService {
         &self,
         req: Request<UpsertUsersRequest>,
     ) -> Result<Response<IngestResponse>, Status> {
-        let traceparent = trace_context::current_traceparent();
         let users = req.into_inner().users;
         self.check_size("users", users.len())?;
         let now = now_ms();
         let mut p = Prepared::default();
         for (i, u) in users.iter().enumerate() {
             match validate::user(i as u32, u, now, &self.limits) {
-                Ok(mut rec) => p.messages.push(Outgoing {
+                Ok(rec) => p.messages.push(Outgoing {
                     key: rec
                         .user
                         .as_ref()
                         .map(|u| u.user_id.clone())
                         .unwrap_or_default(),
-                    payload: {
-                        rec.traceparent = traceparent.clone();
-                        rec.encode_to_vec()
-                    },
+                    payload: rec.encode_to_vec(),
                 }),
                 Err(e) => p.response.rejected.push(e.into()),
             }

@@ -236,7 +236,6 @@ pub fn event(
         timestamp_filled,
         ingested_at_ms,
         context: e.context.clone(),
-        traceparent: String::new(),
     })
 }
 
@@ -364,7 +363,6 @@ pub fn item(index: u32, it: &Item, now_ms: i64, l: &Limits) -> Result<ItemRecord
             attributes: it.attributes.clone(),
         }),
         updated_at_ms: now_ms,
-        traceparent: String::new(),
     })
 }
 
@@ -380,7 +378,6 @@ pub fn user(index: u32, u: &User, now_ms: i64, l: &Limits) -> Result<UserRecord,
             attributes: u.attributes.clone(),
         }),
         updated_at_ms: now_ms,
-        traceparent: String::new(),
     })
 }
 
