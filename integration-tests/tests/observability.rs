@@ -146,8 +146,16 @@ async fn every_metrics_endpoint_lints_clean_and_reflection_lists_every_service()
             "recalloc_scheduler_planned_replicas",
         ),
     ] {
-        let (status, text) = http_get(addr, "/metrics").unwrap();
-        assert_eq!(status, 200, "{name}");
+        // A consumer reports its lag every 2 s, from its first assignment on: wait for it.
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        let text = loop {
+            let (status, text) = http_get(addr, "/metrics").unwrap();
+            assert_eq!(status, 200, "{name}");
+            if text.contains(family) || std::time::Instant::now() > end {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         assert!(text.contains(family), "{name} lacks {family}:\n{text}");
         if let Err(e) = promtool_check(&text) {
             panic!("{name}'s /metrics fails promtool check metrics:\n{e}\n---\n{text}");
