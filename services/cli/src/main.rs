@@ -54,8 +54,9 @@ enum Command {
         /// Records per request.
         #[arg(long, default_value_t = 2000, global = true)]
         batch: usize,
-        /// Requests in flight.
-        #[arg(long, default_value_t = 2, global = true)]
+        /// Requests in flight (each waits for the broker's acknowledgement of all its records,
+        /// acks=all: a few at once keep the producer's batches full).
+        #[arg(long, default_value_t = 4, global = true)]
         in_flight: usize,
         /// Retries of a batch the broker did not acknowledge.
         #[arg(long, default_value_t = 5, global = true)]
