@@ -878,6 +878,43 @@ impl Cluster {
         .max_decoding_message_size(64 << 20))
     }
 
+    /// Runs `body` in the tests' Python (`RECALLOC_TEST_PYTHON`, which `make test` sets) as a
+    /// foreign producer: `pb` is `records_pb2` generated from `proto/` by `grpc_tools`, and `p`
+    /// a confluent-kafka `Producer` on this cluster (acks=all, idempotent). The script flushes
+    /// `p` after `body`; panics with Python's stderr when it fails.
+    pub fn python_producer(&self, body: &str) {
+        let python = std::env::var("RECALLOC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let out_dir = self.dir.path().join("py");
+        std::fs::create_dir_all(&out_dir).expect("python output folder");
+        let script = format!(
+            r#"
+import sys, time
+from grpc_tools import protoc
+rc = protoc.main(["protoc", "-I{proto}", "--python_out={out}", "{proto}/recalloc/v1/records.proto"])
+assert rc == 0, rc
+sys.path.insert(0, "{out}")
+from recalloc.v1 import records_pb2 as pb
+from confluent_kafka import Producer
+p = Producer({{"bootstrap.servers": "{brokers}", "acks": "all", "enable.idempotence": True}})
+{body}
+assert p.flush(30) == 0
+"#,
+            proto = repo_root().join("proto").display(),
+            out = out_dir.display(),
+            brokers = self.brokers(),
+        );
+        let out = Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "python producer failed (run the tests through `make test`, which sets RECALLOC_TEST_PYTHON): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs the CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
         Ok(self.cli_command(args).output()?)

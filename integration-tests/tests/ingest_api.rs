@@ -2,8 +2,7 @@
 //! and metrics, a broker that dies mid-load, and a record written by a client that is not ours.
 
 use recalloc_integration_tests::{
-    Cluster, http_get, reflected_services, repo_root, settled_stats, snapshot, wait_events,
-    wait_quiet,
+    Cluster, http_get, reflected_services, settled_stats, snapshot, wait_events, wait_quiet,
 };
 use recalloc_proto::v1::{
     Event, EventKind, Item, RecordEventsRequest, UpsertItemsRequest, UpsertUsersRequest, User,
@@ -503,19 +502,8 @@ async fn broker_stopped_mid_load_loses_nothing_acknowledged() {
 async fn a_record_from_python_confluent_kafka_is_consumed() {
     let c = Cluster::start().unwrap();
     let mut con = c.redis_con().await.unwrap();
-    let python = std::env::var("RECALLOC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out_dir = c.dir.path().join("py");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let script = format!(
+    c.python_producer(
         r#"
-import sys, time
-from grpc_tools import protoc
-rc = protoc.main(["protoc", "-I{proto}", "--python_out={out}", "{proto}/recalloc/v1/records.proto"])
-assert rc == 0, rc
-sys.path.insert(0, "{out}")
-from recalloc.v1 import records_pb2 as pb
-from confluent_kafka import Producer
-p = Producer({{"bootstrap.servers": "{brokers}", "acks": "all", "enable.idempotence": True}})
 now = int(time.time() * 1000)
 item = pb.ItemRecord(item=pb.Item(item_id="py-book", title="Written by Python", tags=["python"]), updated_at_ms=now)
 p.produce("recalloc.items.v1", key="py-book", value=item.SerializeToString())
@@ -523,22 +511,7 @@ ev = pb.EventRecord(event_id="py-1", user_id="py-user", item_id="py-book", kind=
                     raw_value=5.0, value=5.0, normalized_value=1.0, timestamp_ms=now)
 p.produce("recalloc.events.v1", key="py-user", value=ev.SerializeToString())
 p.produce("recalloc.events.v1", key="py-user", value=b"\xff\xff not protobuf")
-assert p.flush(30) == 0
-print("produced")
 "#,
-        proto = repo_root().join("proto").display(),
-        out = out_dir.display(),
-        brokers = c.brokers()
-    );
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python producer failed (run the tests through `make test`, which sets RECALLOC_TEST_PYTHON): {}",
-        String::from_utf8_lossy(&out.stderr)
     );
     wait_events(&mut con, 1, Duration::from_secs(60))
         .await

@@ -289,42 +289,13 @@ async fn a_records_path_through_ingest_featurizer_and_embed_is_one_trace() {
     //    record headers: the consumers continue that trace.
     let header_trace = "0af7651916cd43dd8448eb211c80319c";
     let header_span = "b7ad6b7169203331";
-    let python = std::env::var("RECALLOC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out_dir = c.dir.path().join("py");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let script = format!(
+    c.python_producer(&format!(
         r#"
-import sys
-from grpc_tools import protoc
-rc = protoc.main(["protoc", "-I{proto}", "--python_out={out}", "{proto}/recalloc/v1/records.proto"])
-assert rc == 0, rc
-sys.path.insert(0, "{out}")
-from recalloc.v1 import records_pb2 as pb
-from confluent_kafka import Producer
-p = Producer({{"bootstrap.servers": "{brokers}", "acks": "all", "enable.idempotence": True}})
 item = pb.ItemRecord(item=pb.Item(item_id="traced-4", title="a book about lighthouses"), updated_at_ms=1)
 p.produce("recalloc.items.v1", key="traced-4", value=item.SerializeToString(),
-          headers=[("traceparent", "00-{trace}-{span}-01"), ("tracestate", "vendor=python")])
-assert p.flush(30) == 0
-"#,
-        proto = recalloc_integration_tests::repo_root()
-            .join("proto")
-            .display(),
-        out = out_dir.display(),
-        brokers = c.brokers(),
-        trace = header_trace,
-        span = header_span,
-    );
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python producer failed (run the tests through `make test`, which sets RECALLOC_TEST_PYTHON): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+          headers=[("traceparent", "00-{header_trace}-{header_span}-01"), ("tracestate", "vendor=python")])
+"#
+    ));
     let spans = collector.wait_for_consumers(header_trace, &c).await;
     assert_one_tree(&spans, header_span, header_span);
 
