@@ -101,8 +101,10 @@ pub struct KafkaConfig {
     /// flight, a retry never duplicates or reorders a partition. Off: one request in flight keeps
     /// each partition in order, and event ids make a duplicate a retry writes harmless.
     pub idempotence: bool,
-    /// Consumer group session timeout: how soon a crashed consumer's partitions move (the
-    /// rebalance timeout, `max.poll.interval.ms`, is twice this).
+    /// Consumer group session timeout: how soon a crashed consumer's partitions move. (A member
+    /// that does not poll for librdkafka's `max.poll.interval.ms`, 300 s, e.g. while it retries a
+    /// batch against a Redis that is down, leaves the group and rejoins; the log positions stored
+    /// with the state make the redelivery that follows harmless.)
     pub session_timeout_ms: u32,
 }
 
