@@ -54,17 +54,21 @@ pub fn set_remote_parent(
 
 /// The `traceparent` naming the span of `cx`, or `None` when it has no valid span.
 pub fn traceparent_of(cx: &Context) -> Option<String> {
+    carrier_of(cx).remove(TRACEPARENT)
+}
+
+/// What the W3C propagator writes for `cx`: `traceparent`, and `tracestate` when it has one.
+fn carrier_of(cx: &Context) -> HashMap<String, String> {
     let mut carrier: HashMap<String, String> = HashMap::with_capacity(2);
     propagator().inject_context(cx, &mut carrier);
-    carrier.remove(TRACEPARENT)
+    carrier
 }
 
 /// The `traceparent` and (when there is one) `tracestate` of `span`: what a record produced
 /// under it carries in its headers. `None` when the span has no valid context (no telemetry
 /// installed).
 pub fn propagation_of(span: &tracing::Span) -> Option<(String, Option<String>)> {
-    let mut carrier: HashMap<String, String> = HashMap::with_capacity(2);
-    propagator().inject_context(&span.context(), &mut carrier);
+    let mut carrier = carrier_of(&span.context());
     let traceparent = carrier.remove(TRACEPARENT)?;
     Some((
         traceparent,
