@@ -98,7 +98,7 @@ pub fn group_consumer(
 }
 
 /// The settings of [`group_consumer`].
-pub fn consumer_config(cfg: &Config, group: &str, client_id: &str) -> ClientConfig {
+fn consumer_config(cfg: &Config, group: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", group)
