@@ -54,11 +54,13 @@ N ?= 10
 test-repeat: install
 	bash deploy/local/test-repeat.sh $(N)
 
-## The Helm chart: values against its schema, kubernetes-validate, deploy/k8s up to date, the Role.
+## The Helm chart with the real helm (v3.17.2, fetched once by deploy/local/helm.sh): helm lint
+## --strict, helm template, values against its schema, kubernetes-validate, deploy/k8s up to date,
+## the Role, impossible values refused.
 chart:
 	bash deploy/chart/check.sh
 
-## Re-render deploy/k8s from the chart's default values (after changing the chart).
+## Re-render deploy/k8s from the chart's default values with helm template (after changing the chart).
 manifests:
 	bash deploy/chart/render.sh
 

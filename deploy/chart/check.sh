@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# The chart's checks (part of `make test`):
-#  1. values.yaml and every ci/*-values.yaml, merged as Helm merges them, satisfy values.schema.json;
-#  2. deploy/k8s equals the chart rendered with its default values;
-#  3. every rendered manifest (defaults and each ci/ values file) passes kubernetes-validate
-#     --strict against Kubernetes $KUBE_VERSION (custom resources — KEDA's ScaledObject and the
-#     ServiceMonitor — have no schema there and are reported as skipped);
+# The chart's checks (part of `make test` and `make chart`), with the real helm (v3.17.2, fetched
+# once by deploy/local/helm.sh). For the default values and each ci/*-values.yaml:
+#  1. helm lint --strict passes;
+#  2. helm template renders (helm checks the values against values.schema.json first), and the
+#     values as helm merged them satisfy values.schema.json for Python's jsonschema too;
+#  3. every rendered manifest passes kubernetes-validate --strict against Kubernetes $KUBE_VERSION
+#     (custom resources — KEDA's ScaledObject and the ServiceMonitor — have no schema there and
+#     are reported as skipped);
 #  4. the scheduler's Role grants only Deployments, their scale, and (when enabled) its Lease;
 #  5. with TLS on, every KEDA trigger on the scheduler's external scaler authenticates with a
 #     rendered TriggerAuthentication that carries the CA (and the client certificate when the
 #     servers require one); KEDA's Kafka triggers (keda.kafka) name the consumers' group and no
-#     Deployment is the target of two ScaledObjects;
-#  6. values that cannot work are refused with a message (several schedulers without leader
-#     election, a consumer scaled both by the scheduler and by KEDA's Kafka trigger); consumer
-#     replicas beyond kafka.partitions are not refused (the group's extra members idle).
+#     Deployment is the target of two ScaledObjects.
+# Then: deploy/k8s equals helm's render with the default values; values that cannot work are
+# refused by helm template with their message (several schedulers without leader election, a
+# consumer scaled both by the scheduler and by KEDA's Kafka trigger, values the schema forbids);
+# consumer replicas beyond kafka.partitions are not refused (the group's extra members idle).
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
-KUBE_VERSION=${KUBE_VERSION:-1.34.0}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 failed=0
 bad() { echo "chart check FAILED: $*" >&2; failed=1; }
+echo "chart: $(helm version --short) ($helm_bin)" >&2
+
+# The values exactly as helm merges them (.Values), from a copy of the chart with one more template.
+cp -r "$chart_dir" "$work/values-chart"
+echo '{{ toJson .Values }}' >"$work/values-chart/templates/merged-values.json"
+merged_values() {  # values files... -> the merged values as JSON on stdout
+  local args=() f
+  for f in "$@"; do args+=(-f "$f"); done
+  helm template recalloc "$work/values-chart" --kube-version "$KUBE_VERSION" "${args[@]}" --show-only templates/merged-values.json \
+    | sed '/^---$/d; /^# Source: /d'
+}
 
 for values in "" "$chart_dir"/ci/*-values.yaml; do
   name=${values:+$(basename "$values" .yaml)}; name=${name:-defaults}
   args=(); [ -n "$values" ] && args=(-f "$values")
-  "$helm_template" --show-values "${args[@]}" "$chart_dir" >"$work/$name.json"
+  helm lint --strict --kube-version "$KUBE_VERSION" "${args[@]}" "$chart_dir" >"$work/$name.lint" 2>&1 \
+    || { cat "$work/$name.lint" >&2; bad "$name: helm lint --strict"; }
+  merged_values ${values:+"$values"} >"$work/$name.json" || { bad "$name: helm template refused the values"; continue; }
   "$chart_py" - "$chart_dir/values.schema.json" "$work/$name.json" <<'PY' || bad "$name: values do not satisfy values.schema.json"
 import json, sys, jsonschema
 schema, values = (json.load(open(p)) for p in sys.argv[1:3])
@@ -32,9 +47,7 @@ for e in errors:
     print(f"  {'.'.join(map(str, e.path)) or '(top)'}: {e.message}", file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
-  mkdir -p "$work/$name"
-  "$helm_template" --name recalloc --namespace recalloc "${args[@]}" --output-dir "$work/$name" "$chart_dir" \
-    || { bad "$name: rendering failed"; continue; }
+  render "$work/$name" "${args[@]}" || { bad "$name: helm template failed"; continue; }
   "$kv_venv/bin/kubernetes-validate" --strict -k "$KUBE_VERSION" --quiet "$work/$name"/*.yaml >"$work/$name.kv" 2>&1 \
     || { cat "$work/$name.kv" >&2; bad "$name: kubernetes-validate $KUBE_VERSION"; }
   grep -v "Couldn't find schema for kind \(ScaledObject\|ServiceMonitor\|TriggerAuthentication\)" "$work/$name.kv" | grep . >&2 || true
@@ -92,33 +105,42 @@ for d in docs:
             print(f"  {d['metadata']['name']}: trigger auth {ref!r} lacks {sorted(need - auths.get(ref, set()))}", file=sys.stderr); ok = False
 sys.exit(0 if ok else 1)
 PY
-  echo "chart: $name renders $(ls "$work/$name" | wc -l) files, schema ok, kubernetes-validate $KUBE_VERSION ok" >&2
+  echo "chart: $name: helm lint --strict ok, helm template renders $(ls "$work/$name" | wc -l) files, schema ok, kubernetes-validate $KUBE_VERSION ok" >&2
 done
 
-"$helm_template" --name recalloc --namespace recalloc --output-dir "$work/k8s" "$chart_dir"
+render "$work/k8s" || bad "defaults: helm template failed"
 cp "$root/deploy/chart/k8s-README.md" "$work/k8s/README.md"
 diff -r "$root/deploy/k8s" "$work/k8s" >&2 || bad "deploy/k8s differs from the chart's defaults: run bash deploy/chart/render.sh"
 
-# Values that cannot work must be refused at render time, with the reason.
-refuse() {  # description, expected message, values yaml
+# Values that cannot work must be refused by helm template with the reason: the chart's `fail` and
+# `required` come as "Error: execution error at (recalloc/templates/...): MESSAGE", the schema's
+# as "Error: values don't meet the specifications of the schema(s) ...: - PATH: MESSAGE".
+refuse() {  # description, expected message (exact text), values yaml
   printf '%s\n' "$3" >"$work/refuse.yaml"
-  if "$helm_template" -f "$work/refuse.yaml" "$chart_dir" >/dev/null 2>"$work/refuse.err"; then
+  if helm template recalloc "$chart_dir" -f "$work/refuse.yaml" >/dev/null 2>"$work/refuse.err"; then
     bad "$1: rendered, should have been refused"
-  elif ! grep -q "$2" "$work/refuse.err"; then
+  elif ! grep -qF -- "$2" "$work/refuse.err"; then
     bad "$1: refused without saying '$2': $(cat "$work/refuse.err")"
   fi
 }
-refuse "two schedulers without election" "scheduler.replicas > 1 needs scheduler.leaderElection" \
+refuse "two schedulers without election" \
+  "scheduler.replicas > 1 needs scheduler.leaderElection: true (else every replica would scale)" \
   $'scheduler:\n  replicas: 2'
-refuse "TLS without its Secret" "security.tls.secretName is required" \
+refuse "TLS without its Secret" "security.tls.secretName is required when security.tls.enabled" \
   $'security:\n  tls:\n    enabled: true'
-refuse "an embed worker on an unknown variant" "is not one of embed.variants" \
+refuse "an embed worker on an unknown variant" 'embed.worker.variant "tpu" is not one of embed.variants' \
   $'embed:\n  worker:\n    variant: tpu'
 refuse "a consumer scaled by the scheduler and by KEDA's Kafka trigger" \
-  "keda.kafka.enabled and scheduler.deployments both scale featurizer" \
+  "keda.kafka.enabled and scheduler.deployments both scale featurizer: remove it from scheduler.deployments or set keda.kafka.enabled=false" \
   $'keda:\n  kafka:\n    enabled: true\nscheduler:\n  deployments:\n    - {component: featurizer, query: up, capacityPerReplica: 1, minReplicas: 1, maxReplicas: 4}'
-refuse "KEDA's Kafka trigger with minReplicas above maxReplicas" "keda.kafka.minReplicas (5) exceeds keda.kafka.maxReplicas (4" \
+refuse "KEDA's Kafka trigger with minReplicas above maxReplicas" \
+  "keda.kafka.minReplicas (5) exceeds keda.kafka.maxReplicas (4; 0 = kafka.partitions)" \
   $'keda:\n  kafka:\n    enabled: true\n    minReplicas: 5'
+refuse "a negative replica count (the schema)" "- scheduler.replicas: Must be greater than or equal to 0" \
+  $'scheduler:\n  replicas: -1'
+refuse "an unknown ranking algorithm (the schema)" \
+  '- rank.algorithm: rank.algorithm must be one of the following: "implicit_als", "explicit_mf", "hybrid"' \
+  $'rank:\n  algorithm: svd'
 
 [ $failed = 0 ] || exit 1
 echo "chart checks passed" >&2

@@ -1,27 +1,27 @@
-# The chart tools, cached outside the clone and keyed by version. Sourced, not run: sets
-# $helm_template (our `helm template` stand-in, or a real `helm` when HELM=helm) and $chart_py
-# (a Python with kubernetes-validate and jsonschema).
+# The chart tools, cached outside the clone and keyed by version. Sourced, not run: puts the real
+# helm (v3.17.2, deploy/local/helm.sh) first on PATH with its cache, config and data folders next
+# to it, sets $chart_py (a Python with kubernetes-validate and jsonschema) and defines render.
 source "$(dirname "${BASH_SOURCE[0]}")/../local/env.sh"
 KV_PINS="kubernetes-validate==1.37.0 jsonschema==4.26.0"
+# The Kubernetes version the chart is rendered for (Capabilities.KubeVersion) and validated against.
+KUBE_VERSION=${KUBE_VERSION:-1.34.0}
 chart_dir=$root/charts/recalloc
 
-# Go and sprig from Debian: no helm binary is packaged, and CI reaches only the package registries.
-if ! command -v go >/dev/null || [ ! -d /usr/share/gocode/src/github.com/Masterminds/sprig ] \
-  || [ ! -d /usr/share/gocode/src/sigs.k8s.io/yaml ]; then
-  say "installing Go, sprig and sigs.k8s.io/yaml (apt) for the chart renderer"
-  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
-  pkgs="golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev"
-  $sudo apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends $pkgs >/dev/null; } \
-    || die "apt-get install $pkgs failed"
-fi
-src=$root/deploy/chart/helm-template/main.go
-helm_template=$cache/helm-template-$(sha256sum "$src" | cut -c1-12)
-if [ ! -x "$helm_template" ]; then
-  say "building the chart renderer ($helm_template)"
-  (cd "$root/deploy/chart/helm-template" && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= \
-    go build -o "$helm_template" .) || die "building deploy/chart/helm-template failed"
-fi
+helm_bin=$(bash "$root/deploy/local/helm.sh") || die "deploy/local/helm.sh failed"
+helm_home=$(dirname "$helm_bin")
+export PATH=$helm_home:$PATH
+export HELM_CACHE_HOME=$helm_home/cache HELM_CONFIG_HOME=$helm_home/config HELM_DATA_HOME=$helm_home/data
+[ "$(command -v helm)" = "$helm_bin" ] || die "helm on PATH is $(command -v helm), not $helm_bin"
+
+# render OUT_DIR [helm template options...]: `helm template` of the chart as release recalloc in
+# namespace recalloc, one file per template, flat in OUT_DIR (helm writes OUT_DIR/recalloc/templates/).
+render() {
+  local out=$1; shift
+  rm -rf "$out.helm"
+  helm template recalloc "$chart_dir" --namespace recalloc --kube-version "$KUBE_VERSION" \
+    "$@" --output-dir "$out.helm" >/dev/null || return 1
+  mkdir -p "$out" && mv "$out.helm/recalloc/templates/"* "$out/" && rm -rf "$out.helm"
+}
 
 kv_venv=$cache/py-chart-$(echo "$KV_PINS" | sha256sum | cut -c1-12)
 if [ ! -x "$kv_venv/bin/kubernetes-validate" ] || ! "$kv_venv/bin/python" -c "import jsonschema" 2>/dev/null; then
