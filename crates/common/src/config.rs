@@ -288,6 +288,13 @@ pub struct RankConfig {
     pub keep_versions: u32,
     /// Size of the pieces a model is written to Redis in.
     pub chunk_bytes: u32,
+    /// Catalogues of at least this many items are served through an approximate index (IVF
+    /// over the item factors, built as each model loads; exclusions and filters stay exact);
+    /// smaller ones score every item. 0 = never.
+    pub ann_min_items: u32,
+    /// The index's lists and the lists scanned per query; 0 = about 3·√items and lists / 12.
+    pub ann_lists: u32,
+    pub ann_probes: u32,
 }
 
 impl Default for RankConfig {
@@ -306,6 +313,9 @@ impl Default for RankConfig {
             poll_interval_ms: 1000,
             keep_versions: 2,
             chunk_bytes: 1 << 20,
+            ann_min_items: 100_000,
+            ann_lists: 0,
+            ann_probes: 0,
         }
     }
 }

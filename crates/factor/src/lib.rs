@@ -4,10 +4,12 @@
 //! offline comparisons.
 
 pub mod als;
+pub mod ann;
 pub mod data;
 pub mod eval;
 pub mod linalg;
 pub mod metrics;
 pub mod model;
 pub mod sgd;
+pub mod synthetic;
 pub mod topk;

@@ -7,10 +7,11 @@
 //! `x_u·y_i`; text scores are cosines of MiniLM vectors.
 
 use crate::als::ImplicitModel;
+use crate::ann::{AnnSettings, IvfIndex};
 use crate::data::Csr;
 use crate::linalg::{cholesky_solve, dot, gram, mat_vec};
 use crate::sgd::ExplicitModel;
-use crate::topk::{Scored, top_k};
+use crate::topk::{Scored, TopK, top_k};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -239,6 +240,9 @@ pub enum Query {
     Popular,
 }
 
+/// Include lists up to this size are scored item by item when the model has an index.
+const SCORE_INCLUDED_DIRECTLY: usize = 4096;
+
 /// A model ready to serve: the stored value plus its lookup tables.
 pub struct Served {
     pub model: Model,
@@ -248,10 +252,20 @@ pub struct Served {
     item_norms: Vec<f32>,
     /// (YᵀY + λI) for implicit fold-in and explanations, or (QᵀQ + λI) for explicit fold-in.
     gram_reg: Vec<f64>,
+    /// The approximate index over the item factors (explicit MF: with the bias as one more
+    /// column), for catalogues above [`AnnSettings::min_items`]; `None` scores every item.
+    index: Option<IvfIndex>,
 }
 
 impl Served {
+    /// Exact scoring of the whole catalogue.
     pub fn new(model: Model) -> Self {
+        Self::with_ann(model, &AnnSettings::OFF)
+    }
+
+    /// With an approximate index when the catalogue is big enough for `ann` (built here, so
+    /// it is swapped in with its model; deterministic, so every replica builds the same one).
+    pub fn with_ann(model: Model, ann: &AnnSettings) -> Self {
         let user_index = model
             .user_ids
             .iter()
@@ -280,6 +294,19 @@ impl Served {
         for j in 0..k {
             gram_reg[j * k + j] += model.regularization as f64;
         }
+        let index = ann.params_for(model.items()).map(|p| {
+            if model.algorithm == Algorithm::ExplicitMf {
+                let rows: Vec<f32> = model
+                    .item_factors
+                    .chunks_exact(k)
+                    .zip(&model.item_bias)
+                    .flat_map(|(q, b)| q.iter().copied().chain(std::iter::once(*b)))
+                    .collect();
+                IvfIndex::build(&rows, k + 1, &p)
+            } else {
+                IvfIndex::build(&model.item_factors, k, &p)
+            }
+        });
         Self {
             model,
             user_index,
@@ -287,6 +314,31 @@ impl Served {
             tag_index,
             item_norms,
             gram_reg,
+            index,
+        }
+    }
+
+    /// The approximate index, when this model has one.
+    pub fn index(&self) -> Option<&IvfIndex> {
+        self.index.as_ref()
+    }
+
+    /// Top-k by factor score for user factors `x` through the index (explicit MF: the query
+    /// `[x, 1]` meets the rows `[q_i, b_i]`, so the bias is in the inner product).
+    fn search_index(
+        &self,
+        index: &IvfIndex,
+        x: &[f32],
+        k: usize,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        if self.explicit() {
+            let mut q = Vec::with_capacity(x.len() + 1);
+            q.extend_from_slice(x);
+            q.push(1.0);
+            index.search(&q, k, 0, keep)
+        } else {
+            index.search(x, k, 0, keep)
         }
     }
 
@@ -428,6 +480,20 @@ impl Served {
                 && !seen.contains(&i)
                 && include.as_ref().is_none_or(|s| s.contains(&i))
         };
+        let factors = match q {
+            Query::Known(u) => Some(self.user_vector(*u)),
+            Query::Folded { factors, .. } => Some(factors.as_slice()),
+            _ => None,
+        };
+        if let (Some(index), Some(x)) = (&self.index, factors) {
+            return Ok(match &include {
+                // A short include list is cheaper to score item by item than to search for.
+                Some(set) if set.len() <= SCORE_INCLUDED_DIRECTLY => {
+                    self.score_included(x, set, k, keep)
+                }
+                _ => self.search_index(index, x, k, keep),
+            });
+        }
         let n = self.model.items();
         let mut scores = vec![0f32; n];
         match q {
@@ -443,6 +509,25 @@ impl Served {
             Query::Popular => return self.popular(k, keep),
         }
         Ok(top_k(&scores, k, keep))
+    }
+
+    /// Exact top-k over an include set only.
+    fn score_included(
+        &self,
+        x: &[f32],
+        set: &HashSet<u32>,
+        k: usize,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        let mut best = TopK::new(k);
+        for &i in set {
+            let mut s = dot(x, self.item_vector(i));
+            if self.explicit() {
+                s += self.model.item_bias[i as usize];
+            }
+            best.offer(i, s, &keep);
+        }
+        best.into_sorted()
     }
 
     fn popular(&self, k: usize, keep: impl Fn(u32) -> bool) -> Result<Vec<Scored>, ServeError> {
@@ -473,6 +558,16 @@ impl Served {
     /// Top-k for many known users at once: the scoring is one blocked pass over the item
     /// factors for the whole batch (each block of items stays in cache for every user).
     pub fn recommend_known_batch(&self, users: &[u32], k: usize) -> Vec<Vec<Scored>> {
+        if let Some(index) = &self.index {
+            return users
+                .iter()
+                .map(|&u| {
+                    let seen = self.model.seen.row(u as usize).0;
+                    let seen: HashSet<u32> = seen.iter().copied().collect();
+                    self.search_index(index, self.user_vector(u), k, |i| !seen.contains(&i))
+                })
+                .collect();
+        }
         let n = self.model.items();
         let kf = self.k();
         let mut scores = vec![0f32; users.len() * n];
@@ -662,6 +757,112 @@ mod tests {
             ..Parts::default()
         };
         Served::new(Model::from_implicit(m, Algorithm::ImplicitAls, parts))
+    }
+
+    /// A 3,000-item model from the synthetic taste model: ALS-shaped, or explicit with biases.
+    fn big_model(algorithm: Algorithm) -> Model {
+        let (items, users, k) = (3_000usize, 40usize, 8usize);
+        let taste = crate::synthetic::TasteModel::new(items, k, 11);
+        let t: Vec<Triple> = (0..users as u32)
+            .flat_map(|u| {
+                (0..30u32).map(move |j| Triple {
+                    user: u,
+                    item: (u * 7919 + j * 104_729) % items as u32,
+                    value: 1.0,
+                    ts: 0,
+                })
+            })
+            .collect();
+        let parts = Parts {
+            version: "big".into(),
+            user_ids: (0..users).map(|u| format!("u{u}")).collect(),
+            item_ids: (0..items).map(|i| format!("i{i}")).collect(),
+            titles: vec![String::new(); items],
+            tags: (0..items).map(|i| vec![format!("t{}", i % 10)]).collect(),
+            seen: Csr::build(&t, users, false),
+            popular: (0..items as u32).collect(),
+            regularization: 0.05,
+            ..Parts::default()
+        };
+        let mut m = Model::from_parts(algorithm, parts);
+        m.factors = k;
+        m.item_factors = taste.item_factors();
+        m.user_factors = taste.user_factors(users);
+        if algorithm == Algorithm::ExplicitMf {
+            m.item_bias = (0..items).map(|i| ((i * 37) % 11) as f32 * 0.05).collect();
+            m.user_bias = vec![0.0; users];
+            m.global_mean = 3.5;
+        }
+        m
+    }
+
+    #[test]
+    fn the_index_probing_every_list_serves_what_exact_scoring_serves() {
+        for algorithm in [Algorithm::ImplicitAls, Algorithm::ExplicitMf] {
+            let exact = Served::new(big_model(algorithm));
+            let all_lists = AnnSettings {
+                min_items: 1_000,
+                lists: 30,
+                probes: 30,
+            };
+            let indexed = Served::with_ann(big_model(algorithm), &all_lists);
+            assert_eq!(indexed.index().map(|i| i.lists()), Some(30));
+            let filters = [
+                Filter::default(),
+                Filter {
+                    exclude_tags: vec!["t1".into(), "t2".into()],
+                    ..Filter::default()
+                },
+                Filter {
+                    include_tags: vec!["t3".into()],
+                    exclude_items: vec!["i3".into()],
+                    ..Filter::default()
+                },
+            ];
+            for u in 0..40 {
+                for f in &filters {
+                    let q = Query::Known(u);
+                    let want = exact.recommend(&q, 10, true, f).unwrap();
+                    let got = indexed.recommend(&q, 10, true, f).unwrap();
+                    assert_eq!(ids(&exact, &got), ids(&exact, &want), "{algorithm:?} u{u}");
+                }
+            }
+            let users: Vec<u32> = (0..40).collect();
+            let want = exact.recommend_known_batch(&users, 10);
+            let got = indexed.recommend_known_batch(&users, 10);
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(ids(&exact, g), ids(&exact, w));
+            }
+        }
+    }
+
+    #[test]
+    fn small_catalogues_get_no_index_and_the_default_index_finds_most_of_the_top_ten() {
+        let small = AnnSettings {
+            min_items: 5_000,
+            lists: 0,
+            probes: 0,
+        };
+        assert!(
+            Served::with_ann(big_model(Algorithm::ImplicitAls), &small)
+                .index()
+                .is_none()
+        );
+        let exact = Served::new(big_model(Algorithm::ImplicitAls));
+        let on = AnnSettings {
+            min_items: 1,
+            ..small
+        };
+        let indexed = Served::with_ann(big_model(Algorithm::ImplicitAls), &on);
+        let mut found = 0;
+        for u in 0..40 {
+            let q = Query::Known(u);
+            let want = exact.recommend(&q, 10, true, &Filter::default()).unwrap();
+            let got = indexed.recommend(&q, 10, true, &Filter::default()).unwrap();
+            assert_eq!(got.len(), 10);
+            found += got.iter().filter(|g| want.contains(g)).count();
+        }
+        assert!(found >= 360, "{found} of 400");
     }
 
     fn ids(s: &Served, r: &[Scored]) -> Vec<String> {

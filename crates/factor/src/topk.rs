@@ -31,33 +31,72 @@ impl Ord for MinFirst {
     }
 }
 
+/// A bounded accumulator of the `k` best scores seen so far: the one heap behind [`top_k`] and
+/// the approximate index's list scans, so both break ties and skip NaN the same way.
+pub struct TopK {
+    k: usize,
+    heap: BinaryHeap<MinFirst>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    /// The score a candidate must beat to enter (−∞ until `k` are held).
+    pub fn threshold(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |m| m.0.score)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Offers one candidate; `keep` is asked only when the score would enter, so costly
+    /// exclusion checks run for few items.
+    #[inline]
+    pub fn offer(&mut self, index: u32, score: f32, keep: impl Fn(u32) -> bool) {
+        if self.k == 0 || score.is_nan() {
+            return;
+        }
+        if self.heap.len() == self.k && score <= self.heap.peek().expect("full heap").0.score {
+            return;
+        }
+        if !keep(index) {
+            return;
+        }
+        self.heap.push(MinFirst(Scored { index, score }));
+        if self.heap.len() > self.k {
+            self.heap.pop();
+        }
+    }
+
+    /// Best first; ties go to the lower index.
+    pub fn into_sorted(self) -> Vec<Scored> {
+        let mut out: Vec<Scored> = self.heap.into_iter().map(|m| m.0).collect();
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+        out
+    }
+}
+
 /// The `k` highest scores (NaN never chosen) whose index `keep` accepts, best first.
 pub fn top_k(scores: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<Scored> {
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut heap: BinaryHeap<MinFirst> = BinaryHeap::with_capacity(k + 1);
+    let mut best = TopK::new(k);
     for (i, &s) in scores.iter().enumerate() {
-        if s.is_nan() {
-            continue;
-        }
-        if heap.len() == k && s <= heap.peek().expect("full heap").0.score {
-            continue;
-        }
-        if !keep(i as u32) {
-            continue;
-        }
-        heap.push(MinFirst(Scored {
-            index: i as u32,
-            score: s,
-        }));
-        if heap.len() > k {
-            heap.pop();
-        }
+        best.offer(i as u32, s, &keep);
     }
-    let mut out: Vec<Scored> = heap.into_iter().map(|m| m.0).collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
-    out
+    best.into_sorted()
 }
 
 #[cfg(test)]

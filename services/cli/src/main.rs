@@ -131,6 +131,27 @@ enum Command {
         #[arg(long, global = true)]
         iterations: Option<usize>,
     },
+    /// Benchmark the approximate top-k index (IVF) against exact search on a synthetic model
+    /// (low-rank tastes, Zipf popularity): recall of the exact top 10, time per query, build
+    /// time and size. Offline: needs no cluster.
+    BenchAnn {
+        #[arg(long, default_value_t = 1_000_000)]
+        items: usize,
+        #[arg(long, default_value_t = 64)]
+        factors: usize,
+        /// Queries timed each way (random synthetic users).
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Lists (0 = about 3·√items).
+        #[arg(long, default_value_t = 0)]
+        lists: usize,
+        /// Lists scanned per query (0 = lists / 12).
+        #[arg(long, default_value_t = 0)]
+        probes: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay a load trace (CSV `ts,value`) under the autoscaling policies, compare them and
     /// chart demand, forecast band and each policy's ready capacity (SVG).
     Simulate {
@@ -294,6 +315,17 @@ async fn run(cli: Cli) -> Result<()> {
             target_utilisation: *target_utilisation,
         });
     }
+    if let Command::BenchAnn {
+        items,
+        factors,
+        queries,
+        lists,
+        probes,
+        json,
+    } = &cli.command
+    {
+        return bench_ann(*items, *factors, *queries, *lists, *probes, *json);
+    }
     if let Command::Eval {
         dataset,
         json,
@@ -434,9 +466,48 @@ async fn run(cli: Cli) -> Result<()> {
                 done.consumed, done.new_events
             );
         }
-        Command::Simulate { .. } | Command::Eval { .. } => {
+        Command::Simulate { .. } | Command::Eval { .. } | Command::BenchAnn { .. } => {
             unreachable!("handled before the config is read")
         }
+    }
+    Ok(())
+}
+
+/// `recalloc bench-ann`: progress on stderr, the report on stdout.
+fn bench_ann(
+    items: usize,
+    factors: usize,
+    queries: usize,
+    lists: usize,
+    probes: usize,
+    json: bool,
+) -> Result<()> {
+    if items == 0 || factors == 0 || queries == 0 {
+        anyhow::bail!("--items, --factors and --queries must be at least 1");
+    }
+    let params = recalloc_factor::ann::IvfParams::with_overrides(items, lists, probes);
+    let r = recalloc_factor::ann::bench(items, factors, queries, &params, &mut |m| {
+        eprintln!("bench-ann: {m}")
+    });
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} items × {} factors, {} lists, {} probes: recall@10 {:.4}, exact {:.3} ms, ann {:.3} ms ({:.1}×), p99 {:.3} / {:.3} ms, build {:.1} s, index {:.1} MiB (factors {:.1} MiB)",
+            r.items,
+            r.factors,
+            r.lists,
+            r.probes,
+            r.recall_at_10,
+            r.exact_ms,
+            r.ann_ms,
+            r.speedup,
+            r.exact_p99_ms,
+            r.ann_p99_ms,
+            r.build_s,
+            r.index_bytes as f64 / (1 << 20) as f64,
+            r.factor_bytes as f64 / (1 << 20) as f64
+        );
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use arc_swap::ArcSwapOption;
 use recalloc_common::config::Config;
 use recalloc_common::redis_conn::{RedisConnection, RedisTarget};
 use recalloc_common::{Metrics, Readiness};
+use recalloc_factor::ann::AnnSettings;
 use recalloc_factor::model::Served;
 use recalloc_proto::v1::TrainRequest;
 use recalloc_proto::v1::ranker_server::RankerServer;
@@ -27,10 +28,20 @@ pub use recalloc_common::serve::Bound;
 const SWAPS: &str = "recalloc_rank_model_swaps_total";
 const SWAPS_HELP: &str = "model versions loaded by this server";
 
+/// The approximate-index settings of `rank.ann_*`.
+pub fn ann_settings(cfg: &Config) -> AnnSettings {
+    AnnSettings {
+        min_items: cfg.rank.ann_min_items as usize,
+        lists: cfg.rank.ann_lists as usize,
+        probes: cfg.rank.ann_probes as usize,
+    }
+}
+
 /// Loads the current version when it differs from the one served. Returns whether it swapped.
 pub async fn refresh(
     con: &mut RedisConnection,
     slot: &ModelSlot,
+    ann: &AnnSettings,
 ) -> Result<bool, store::StoreError> {
     let Some(version) = models::current_version(con).await? else {
         return Ok(false);
@@ -43,15 +54,17 @@ pub async fn refresh(
         return Ok(false);
     }
     let bytes = models::load_bytes(con, &version).await?;
-    let v = version.clone();
-    let served =
-        tokio::task::spawn_blocking(move || store::decode_model(&v, &bytes).map(Served::new))
-            .await
-            .map_err(|e| store::StoreError::Damaged {
-                version: version.clone(),
-                reason: e.to_string(),
-            })??;
-    tracing::info!(version = %version, users = served.model.users(), items = served.model.items(), "model loaded");
+    let (v, ann) = (version.clone(), *ann);
+    let started = std::time::Instant::now();
+    let served = tokio::task::spawn_blocking(move || {
+        store::decode_model(&v, &bytes).map(|m| Served::with_ann(m, &ann))
+    })
+    .await
+    .map_err(|e| store::StoreError::Damaged {
+        version: version.clone(),
+        reason: e.to_string(),
+    })??;
+    tracing::info!(version = %version, users = served.model.users(), items = served.model.items(), index_lists = served.index().map_or(0, |i| i.lists()), load_seconds = started.elapsed().as_secs_f64(), "model loaded");
     // In-flight requests keep the Arc of the old model until they finish: no request fails.
     slot.store(Some(Arc::new(served)));
     Ok(true)
@@ -87,7 +100,7 @@ pub async fn run(
     let redis_target = RedisTarget::from_config(&cfg.redis)?;
     let con = recalloc_common::serve::connect_redis(&redis_target, &readiness).await;
     let slot: ModelSlot = Arc::new(ArcSwapOption::empty());
-    if let Err(e) = refresh(&mut con.clone(), &slot).await {
+    if let Err(e) = refresh(&mut con.clone(), &slot, &ann_settings(&cfg)).await {
         tracing::warn!(error = %e, "no model loaded at start");
     }
     let service = Arc::new(RankService::new(
@@ -117,10 +130,11 @@ pub async fn run(
             metrics.clone(),
         );
         let every = Duration::from_millis(cfg.rank.poll_interval_ms.max(50) as u64);
+        let ann = ann_settings(&cfg);
         tokio::spawn(async move {
             loop {
                 recalloc_common::serve::check_redis(&mut con, &readiness).await;
-                match refresh(&mut con, &slot).await {
+                match refresh(&mut con, &slot, &ann).await {
                     Ok(true) => metrics.inc_counter(SWAPS, SWAPS_HELP, &[], 1),
                     Ok(false) => {}
                     Err(e) => {

@@ -376,7 +376,8 @@ impl RankService {
         )
         .await?;
         tracing::info!(version = %meta.version, algorithm = %meta.algorithm, users = meta.users, items = meta.items, bytes = meta.bytes, fit_seconds, "model trained and stored");
-        let served = tokio::task::spawn_blocking(move || Served::new(model))
+        let ann = crate::server::ann_settings(&self.cfg);
+        let served = tokio::task::spawn_blocking(move || Served::with_ann(model, &ann))
             .await
             .map_err(|e| RankError::Internal(e.to_string()))?;
         let info = model_info(&served);
