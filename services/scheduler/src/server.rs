@@ -25,6 +25,9 @@ use crate::service::{KedaScaler, SchedulerService};
 pub use recalloc_common::serve::Bound;
 
 pub const GRACE: Duration = Duration::from_secs(10);
+/// Largest request accepted: a Simulate trace of `service::MAX_TRACE_POINTS` points (about
+/// 12 MB on the wire) fits; tonic's default of 4 MB would refuse a third of it.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 const SERVICES: [&str; 2] = ["recalloc.v1.Scheduler", "externalscaler.ExternalScaler"];
 
 pub use recalloc_common::serve::ServeError;
@@ -100,7 +103,10 @@ pub async fn run(
         .layer(recalloc_common::serve::layers(metrics.clone(), None, &[]))
         .add_service(health)
         .add_service(reflection)
-        .add_service(SchedulerServer::new(SchedulerService::new(state.clone())))
+        .add_service(
+            SchedulerServer::new(SchedulerService::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(ExternalScalerServer::new(KedaScaler::new(state)))
         .serve_with_incoming_shutdown(recalloc_common::net::incoming(l.grpc), l.stop.signal());
     let http_task = l.http;

@@ -241,32 +241,28 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
         if policies.is_empty() {
             policies = Policy::ALL.to_vec();
         }
-        let results = blocking(move || {
+        let include_series = r.include_series;
+        let (results, series) = blocking(move || {
             let sim_err = |e: simulate::SimError| Status::invalid_argument(e.to_string());
-            let reports: Vec<(Policy, simulate::PolicyReport)> = if policies.len() > 1 {
+            // One shared forecast pass serves every policy, and only it yields the series.
+            if policies.len() > 1 || include_series {
                 let c = simulate::run_all(&trace, &params).map_err(sim_err)?;
-                policies
+                let reports = policies
                     .iter()
                     .map(|p| (*p, c.policies[p.name()].clone()))
-                    .collect()
+                    .collect();
+                Ok((reports, include_series.then_some(c.series)))
             } else {
-                vec![(
-                    policies[0],
-                    simulate::run(&trace, &params, policies[0]).map_err(sim_err)?,
-                )]
-            };
-            Ok(reports)
+                let report = simulate::run(&trace, &params, policies[0]).map_err(sim_err)?;
+                Ok((vec![(policies[0], report)], None))
+            }
         })
         .await?;
         Ok(Response::new(v1::SimulateResponse {
             results: results
                 .into_iter()
                 .map(|(p, r)| v1::PolicyResult {
-                    policy: match p {
-                        Policy::Hpa => v1::Policy::Hpa,
-                        Policy::Seed => v1::Policy::Seed,
-                        Policy::Recalloc => v1::Policy::Recalloc,
-                    } as i32,
+                    policy: policy_of(p) as i32,
                     slack: r.slack,
                     under_provisioned_seconds: r.under_provisioned_seconds,
                     unmet_demand: r.unmet_demand,
@@ -274,7 +270,37 @@ impl v1::scheduler_server::Scheduler for SchedulerService {
                     mean_replicas: r.mean_replicas,
                 })
                 .collect(),
+            series: series.map(series_of),
         }))
+    }
+}
+
+fn policy_of(p: Policy) -> v1::Policy {
+    match p {
+        Policy::Hpa => v1::Policy::Hpa,
+        Policy::Seed => v1::Policy::Seed,
+        Policy::Recalloc => v1::Policy::Recalloc,
+    }
+}
+
+/// The simulator's chart series on the wire, the capacities in the order of [`Policy::ALL`].
+fn series_of(s: simulate::Series) -> v1::SimulationSeries {
+    let mut capacity = s.capacity;
+    v1::SimulationSeries {
+        ts: s.ts,
+        demand: s.demand,
+        forecast: s.forecast,
+        forecast_low: s.forecast_low,
+        forecast_high: s.forecast_high,
+        capacity: Policy::ALL
+            .iter()
+            .filter_map(|p| {
+                capacity.remove(p.name()).map(|values| v1::PolicyCapacity {
+                    policy: policy_of(*p) as i32,
+                    values,
+                })
+            })
+            .collect(),
     }
 }
 

@@ -268,11 +268,13 @@ async fn simulate_over_grpc_matches_the_library_and_rejects_bad_traces() {
             policies: vec![],
             min_replicas: 0,
             max_replicas: 0,
+            include_series: false,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(resp.results.len(), 3);
+    assert!(resp.series.is_none(), "series only when asked for");
     let lib = recalloc_alloc::simulate::run_all(
         &recalloc_alloc::trace::Trace::new(
             trace.iter().map(|p| p.ts).collect(),
@@ -297,6 +299,39 @@ async fn simulate_over_grpc_matches_the_library_and_rejects_bad_traces() {
         );
         assert_eq!(res.scaling_actions as u64, want.scaling_actions);
     }
+
+    // Asked for, the series come too (every policy's, even for a single-policy request) and
+    // are the library's, step by step.
+    let resp = scheduler
+        .simulate(v1::SimulateRequest {
+            trace: trace.clone(),
+            capacity_per_pod: 10.0,
+            startup_seconds: 60,
+            policies: vec![v1::Policy::Hpa as i32],
+            include_series: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.results.len(), 1);
+    assert_eq!(resp.results[0].slack, lib.policies["hpa"].slack);
+    let series = resp.series.expect("series asked for");
+    assert_eq!(series.ts, lib.series.ts);
+    assert_eq!(series.demand, lib.series.demand);
+    let same = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    };
+    assert!(same(&series.forecast_high, &lib.series.forecast_high));
+    let policies: Vec<i32> = series.capacity.iter().map(|c| c.policy).collect();
+    assert_eq!(
+        policies,
+        [v1::Policy::Hpa, v1::Policy::Seed, v1::Policy::Recalloc].map(|p| p as i32)
+    );
+    assert_eq!(series.capacity[2].values, lib.series.capacity["recalloc"]);
 
     let mut unordered = trace.clone();
     unordered.swap(3, 4);
