@@ -40,6 +40,18 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks an `authorization` header value against the token: `Err` says why it is refused
+/// (missing, or not the token). Shared by the gRPC guard and the console's HTTP API.
+pub fn check_bearer(authorization: Option<&str>, token: &Secret) -> Result<(), &'static str> {
+    match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+        None => Err("this call needs `authorization: Bearer <token>`"),
+        Some(g) if !same(g.as_bytes(), token.expose().as_bytes()) => {
+            Err("the bearer token is not valid")
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// Tower layer for tonic servers: the gRPC methods in `protected` (full paths such as
 /// `/recalloc.v1.Ingest/RecordEvents`) need the bearer token.
 #[derive(Clone)]
@@ -94,16 +106,8 @@ where
             let given = req
                 .headers()
                 .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            let refusal = match given {
-                None => Some("this call needs `authorization: Bearer <token>`"),
-                Some(g) if !same(g.as_bytes(), token.expose().as_bytes()) => {
-                    Some("the bearer token is not valid")
-                }
-                Some(_) => None,
-            };
-            if let Some(msg) = refusal {
+                .and_then(|v| v.to_str().ok());
+            if let Err(msg) = check_bearer(given, token) {
                 let response = tonic::Status::unauthenticated(msg).into_http::<RB>();
                 return Box::pin(async move { Ok(response) });
             }
@@ -169,5 +173,10 @@ mod tests {
         assert!(token(&cfg).unwrap_err().contains("security.token_file"));
         assert_eq!(token(&Default::default()).unwrap(), None);
         assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+        let t = Secret::new("abc");
+        assert_eq!(check_bearer(Some("Bearer abc"), &t), Ok(()));
+        assert!(check_bearer(Some("Bearer abd"), &t).is_err());
+        assert!(check_bearer(Some("abc"), &t).is_err());
+        assert!(check_bearer(None, &t).is_err());
     }
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub rank: RankConfig,
     pub scheduler: SchedulerConfig,
+    pub console: ConsoleConfig,
     pub security: SecurityConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -513,6 +514,48 @@ pub struct BudgetConfig {
     pub limit: f64,
 }
 
+/// The web console (`recalloc-console`): where it listens and where it finds the services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// The page, its JSON API, `/metrics`, `/healthz` and `/readyz`, all on one port.
+    pub http_addr: SocketAddr,
+    /// How often the console reads every service (readiness, `/metrics`, plan, forecasts,
+    /// model, stats); the page shows what the last round saw.
+    pub refresh_ms: u32,
+    /// The services' gRPC addresses as the CLI's `--*-addr` flags take them (`host:port`,
+    /// `http://…`, `https://…`, so a DNS name works in a cluster); empty = `<service>.grpc_addr`.
+    pub ingest_addr: String,
+    pub embed_addr: String,
+    pub rank_addr: String,
+    pub scheduler_addr: String,
+    /// Base URLs of the services' HTTP endpoints (`/metrics`, `/readyz`), e.g.
+    /// `http://recalloc-rank:9103`; empty = `http://` + `<service>.metrics_addr`.
+    pub ingest_url: String,
+    pub featurizer_url: String,
+    pub embed_url: String,
+    pub rank_url: String,
+    pub scheduler_url: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 9106)),
+            refresh_ms: 5000,
+            ingest_addr: String::new(),
+            embed_addr: String::new(),
+            rank_addr: String::new(),
+            scheduler_addr: String::new(),
+            ingest_url: String::new(),
+            featurizer_url: String::new(),
+            embed_url: String::new(),
+            rank_url: String::new(),
+            scheduler_url: String::new(),
+        }
+    }
+}
+
 /// Who may change state (see `crate::auth`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -744,6 +787,7 @@ mod tests {
             ],
             [9101, 9102, 9103, 9104]
         );
+        assert_eq!(c.console.http_addr.port(), 9106);
         assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
         assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
     }
@@ -819,6 +863,16 @@ mod tests {
         assert_eq!(c.redis.url, "redis://file:1");
         assert_eq!(c.featurizer.group_id, "123");
         assert_eq!(c.kafka.brokers, "k1:1,k2:2");
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("RECALLOC_CONSOLE_HTTP_ADDR", "0.0.0.0:8080"),
+                ("RECALLOC_CONSOLE_RANK_ADDR", "http://recalloc-rank:50053"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.console.http_addr.port(), 8080);
+        assert_eq!(c.console.rank_addr, "http://recalloc-rank:50053");
     }
 
     #[test]

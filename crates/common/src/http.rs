@@ -25,11 +25,7 @@ pub async fn serve(
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
-    let app = Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(AppState { metrics, readiness });
+    let app = routes(metrics, readiness);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     Ok((bound, async move {
@@ -37,6 +33,16 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown)
             .await
     }))
+}
+
+/// `/metrics`, `/healthz` and `/readyz` as a router, for a process that serves them beside its
+/// own HTTP routes on one port (the console).
+pub fn routes(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(AppState { metrics, readiness })
 }
 
 async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
