@@ -20,5 +20,5 @@ stop() {
 }
 # `down.sh NAME…` stops only the named processes (the benchmarks use it).
 if [ $# -gt 0 ]; then for s in "$@"; do stop "$s"; done; exit 0; fi
-for s in scheduler ingest rank embed featurizer kafka redis; do stop $s; done
+for s in console scheduler ingest rank embed featurizer kafka redis; do stop $s; done
 exit 0

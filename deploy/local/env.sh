@@ -24,6 +24,8 @@ kafka_controller_port=${RECALLOC_KAFKA_CONTROLLER_PORT:-$((kafka_port + 1))}
 redis_url=${RECALLOC_REDIS_URL:-redis://127.0.0.1:6379}
 redis_port=$(echo "$redis_url" | sed -E 's#.*:([0-9]+)(/.*)?$#\1#')
 partitions=${RECALLOC_KAFKA_PARTITIONS:-4}
+# The web console (recalloc-console); the checks read it at RECALLOC_CONSOLE_URL.
+console_addr=${RECALLOC_CONSOLE_HTTP_ADDR:-127.0.0.1:9106}
 topics=(recalloc.events.v1 recalloc.items.v1 recalloc.users.v1)
 say() { echo "[recalloc] $*" >&2; }
 die() { echo "[recalloc] error: $*" >&2; exit 1; }

@@ -36,7 +36,7 @@ else
 fi
 bash "$root/deploy/local/kafka.sh" topics "$kafka_port" "$partitions" "${topics[@]}"
 
-if [ ! -x "$bin/recalloc-ingest" ] || [ ! -x "$bin/recalloc-featurizer" ] || [ ! -x "$bin/recalloc-embed" ] || [ ! -x "$bin/recalloc-rank" ] || [ ! -x "$bin/recalloc-scheduler" ] || [ ! -x "$bin/recalloc" ]; then
+if [ ! -x "$bin/recalloc-ingest" ] || [ ! -x "$bin/recalloc-featurizer" ] || [ ! -x "$bin/recalloc-embed" ] || [ ! -x "$bin/recalloc-rank" ] || [ ! -x "$bin/recalloc-scheduler" ] || [ ! -x "$bin/recalloc-console" ] || [ ! -x "$bin/recalloc" ]; then
   say "building the services (cargo build --release)"
   (cd "$root" && cargo build --release --bins) >"$logs/build.log" 2>&1 || die "build failed; see $logs/build.log"
 fi
@@ -71,4 +71,7 @@ ready featurizer "$(echo "${RECALLOC_FEATURIZER_METRICS_ADDR:-127.0.0.1:9105}" |
 ready embed "$(echo "${RECALLOC_EMBED_METRICS_ADDR:-127.0.0.1:9102}" | sed 's/.*://')"
 ready rank "$(echo "${RECALLOC_RANK_METRICS_ADDR:-127.0.0.1:9103}" | sed 's/.*://')"
 ready scheduler "$(echo "${RECALLOC_SCHEDULER_METRICS_ADDR:-127.0.0.1:9104}" | sed 's/.*://')"
-say "up: ingest grpc ${RECALLOC_INGEST_GRPC_ADDR:-127.0.0.1:50051}, embed grpc ${RECALLOC_EMBED_GRPC_ADDR:-127.0.0.1:50052}, rank grpc ${RECALLOC_RANK_GRPC_ADDR:-127.0.0.1:50053}, scheduler grpc ${RECALLOC_SCHEDULER_GRPC_ADDR:-127.0.0.1:50054}, kafka $kafka, redis $redis_url; logs in $logs"
+# The web console last, once the services it reads answer (it turns ready after its first read).
+start console recalloc-console
+ready console "$(echo "$console_addr" | sed 's/.*://')"
+say "up: console http://$console_addr/, ingest grpc ${RECALLOC_INGEST_GRPC_ADDR:-127.0.0.1:50051}, embed grpc ${RECALLOC_EMBED_GRPC_ADDR:-127.0.0.1:50052}, rank grpc ${RECALLOC_RANK_GRPC_ADDR:-127.0.0.1:50053}, scheduler grpc ${RECALLOC_SCHEDULER_GRPC_ADDR:-127.0.0.1:50054}, kafka $kafka, redis $redis_url; logs in $logs"
