@@ -171,8 +171,33 @@ impl IvfIndex {
                 nearest_serial(&block, w1, &centroids)
             })
             .collect();
+        Self::from_assignment(rows, width, lists, centroids, &assign, p.probes)
+    }
+
+    /// One list holding every item, longest first: a search scans it until the Cauchy–Schwarz
+    /// bound stops it, which is exact top-k, usually without scoring the short tail.
+    pub fn single_list(rows: &[f32], width: usize) -> Self {
+        assert!(
+            width > 0 && rows.len().is_multiple_of(width),
+            "rows must be n × width"
+        );
+        let n = rows.len() / width;
+        let mut centroid = vec![0f32; width + 1];
+        centroid[width] = 1.0;
+        Self::from_assignment(rows, width, 1, centroid, &vec![0; n], 1)
+    }
+
+    fn from_assignment(
+        rows: &[f32],
+        width: usize,
+        lists: usize,
+        centroids: Vec<f32>,
+        assign: &[u32],
+        probes: usize,
+    ) -> Self {
+        let n = assign.len();
         let mut offsets = vec![0u32; lists + 1];
-        for &l in &assign {
+        for &l in assign {
             offsets[l as usize + 1] += 1;
         }
         for l in 0..lists {
@@ -199,7 +224,7 @@ impl IvfIndex {
         }
         Self {
             width,
-            probes: p.probes.clamp(1, lists),
+            probes: probes.clamp(1, lists),
             centroids,
             offsets,
             members,
@@ -243,37 +268,55 @@ impl IvfIndex {
         keep: impl Fn(u32) -> bool,
     ) -> Vec<Scored> {
         assert_eq!(query.len(), self.width, "query width");
+        SCRATCH.with_borrow_mut(|scratch| self.search_with(scratch, query, k, probes, keep))
+    }
+
+    fn search_with(
+        &self,
+        scratch: &mut Scratch,
+        query: &[f32],
+        k: usize,
+        probes: usize,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<Scored> {
         let lists = self.lists();
         let probes = if probes == 0 { self.probes } else { probes }.min(lists);
-        let w1 = self.width + 1;
-        let mut augmented_query = Vec::with_capacity(w1);
-        augmented_query.extend_from_slice(query);
-        augmented_query.push(0.0);
-        let mut list_scores = vec![0f32; lists];
-        mat_vec(&self.centroids, w1, &augmented_query, &mut list_scores);
         let query_norm = dot(query, query).sqrt();
         let mut best = TopK::new(k);
-        let mut scores = Vec::new();
-        let first = top_k(&list_scores, probes, |_| true);
+        if lists == 1 {
+            self.scan(0, query, query_norm, &mut scratch.block, &mut best, &keep);
+            return best.into_sorted();
+        }
+        scratch.query.clear();
+        scratch.query.extend_from_slice(query);
+        scratch.query.push(0.0);
+        scratch.lists.resize(lists, 0.0);
+        mat_vec(
+            &self.centroids,
+            self.width + 1,
+            &scratch.query,
+            &mut scratch.lists,
+        );
+        let first = top_k(&scratch.lists, probes, |_| true);
         for l in &first {
             self.scan(
                 l.index as usize,
                 query,
                 query_norm,
-                &mut scores,
+                &mut scratch.block,
                 &mut best,
                 &keep,
             );
         }
         if best.len() < k && probes < lists {
             // Too few accepted items in the probed lists (a narrow filter): the rest, best first.
-            let rest = top_k(&list_scores, lists, |_| true);
+            let rest = top_k(&scratch.lists, lists, |_| true);
             for l in rest.iter().skip(probes) {
                 self.scan(
                     l.index as usize,
                     query,
                     query_norm,
-                    &mut scores,
+                    &mut scratch.block,
                     &mut best,
                     &keep,
                 );
@@ -290,18 +333,17 @@ impl IvfIndex {
         list: usize,
         query: &[f32],
         query_norm: f32,
-        scores: &mut Vec<f32>,
+        scores: &mut [f32; BLOCK],
         best: &mut TopK,
         keep: &impl Fn(u32) -> bool,
     ) {
-        const BLOCK: usize = 32;
         let (start, end) = (self.offsets[list] as usize, self.offsets[list + 1] as usize);
         let w = self.width;
         let mut at = start;
-        scores.resize(BLOCK, 0.0);
         while at < end {
-            // Members are longest first: once the bound fails, it fails for the rest.
-            if query_norm * self.norms[at] <= best.threshold() {
+            // Members are longest first: once the bound fails, it fails for the rest. The slack
+            // covers rounding in the computed dot products (a tie at the bound may still enter).
+            if query_norm * self.norms[at] * (1.0 + 1e-5) + 1e-6 < best.threshold() {
                 return;
             }
             let stop = (at + BLOCK).min(end);
@@ -313,6 +355,21 @@ impl IvfIndex {
             at = stop;
         }
     }
+}
+
+/// Rows scored per step of a list scan (the bound is checked between steps).
+const BLOCK: usize = 32;
+
+/// Per-thread buffers, so a search allocates nothing but its answer.
+#[derive(Default)]
+struct Scratch {
+    query: Vec<f32>,
+    lists: Vec<f32>,
+    block: [f32; BLOCK],
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// The rows seen on the sphere: `[y, √(M² − |y|²)] / M`.

@@ -252,9 +252,10 @@ pub struct Served {
     item_norms: Vec<f32>,
     /// (YᵀY + λI) for implicit fold-in and explanations, or (QᵀQ + λI) for explicit fold-in.
     gram_reg: Vec<f64>,
-    /// The approximate index over the item factors (explicit MF: with the bias as one more
-    /// column), for catalogues above [`AnnSettings::min_items`]; `None` scores every item.
-    index: Option<IvfIndex>,
+    /// The item factors (explicit MF: with the bias as one more column) as an index: many lists
+    /// (approximate) for catalogues above [`AnnSettings::min_items`], else one list (exact).
+    /// Either way a list is scanned longest first and stops where no later item can enter.
+    index: IvfIndex,
 }
 
 impl Served {
@@ -294,19 +295,23 @@ impl Served {
         for j in 0..k {
             gram_reg[j * k + j] += model.regularization as f64;
         }
-        let index = ann.params_for(model.items()).map(|p| {
-            if model.algorithm == Algorithm::ExplicitMf {
-                let rows: Vec<f32> = model
-                    .item_factors
-                    .chunks_exact(k)
-                    .zip(&model.item_bias)
-                    .flat_map(|(q, b)| q.iter().copied().chain(std::iter::once(*b)))
-                    .collect();
-                IvfIndex::build(&rows, k + 1, &p)
-            } else {
-                IvfIndex::build(&model.item_factors, k, &p)
-            }
-        });
+        // Explicit MF scores `b_i + x·q_i`: rows `[q_i, b_i]` against the query `[x, 1]`.
+        let explicit_rows: Vec<f32>;
+        let (rows, width) = if model.algorithm == Algorithm::ExplicitMf {
+            explicit_rows = model
+                .item_factors
+                .chunks_exact(k)
+                .zip(&model.item_bias)
+                .flat_map(|(q, b)| q.iter().copied().chain(std::iter::once(*b)))
+                .collect();
+            (explicit_rows.as_slice(), k + 1)
+        } else {
+            (model.item_factors.as_slice(), k)
+        };
+        let index = match ann.params_for(model.items()) {
+            Some(p) => IvfIndex::build(rows, width, &p),
+            None => IvfIndex::single_list(rows, width),
+        };
         Self {
             model,
             user_index,
@@ -320,25 +325,24 @@ impl Served {
 
     /// The approximate index, when this model has one.
     pub fn index(&self) -> Option<&IvfIndex> {
-        self.index.as_ref()
+        (self.index.lists() > 1).then_some(&self.index)
     }
 
     /// Top-k by factor score for user factors `x` through the index (explicit MF: the query
     /// `[x, 1]` meets the rows `[q_i, b_i]`, so the bias is in the inner product).
-    fn search_index(
-        &self,
-        index: &IvfIndex,
-        x: &[f32],
-        k: usize,
-        keep: impl Fn(u32) -> bool,
-    ) -> Vec<Scored> {
+    fn search_index(&self, x: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<Scored> {
         if self.explicit() {
-            let mut q = Vec::with_capacity(x.len() + 1);
-            q.extend_from_slice(x);
-            q.push(1.0);
-            index.search(&q, k, 0, keep)
+            // `[x, 1]` on the stack for up to 256 factors: the hot path allocates no query.
+            let mut q = [0f32; 257];
+            if x.len() < q.len() {
+                q[..x.len()].copy_from_slice(x);
+                q[x.len()] = 1.0;
+                return self.index.search(&q[..=x.len()], k, 0, keep);
+            }
+            let q: Vec<f32> = x.iter().copied().chain(std::iter::once(1.0)).collect();
+            self.index.search(&q, k, 0, keep)
         } else {
-            index.search(x, k, 0, keep)
+            self.index.search(x, k, 0, keep)
         }
     }
 
@@ -467,48 +471,48 @@ impl Served {
             return Err(invalid("k", "must be at least 1"));
         }
         let (include, exclude) = self.resolve(filter)?;
-        let mut seen: HashSet<u32> = HashSet::new();
-        if exclude_seen {
-            match q {
-                Query::Known(u) => seen.extend(self.model.seen.row(*u as usize).0),
-                Query::Folded { seen: s, .. } => seen.extend(s),
-                _ => {}
-            }
-        }
+        // A known user's seen items are a sorted CSR row: searched in place, nothing copied.
+        let (seen_row, folded_seen): (&[u32], HashSet<u32>) = match q {
+            Query::Known(u) if exclude_seen => (self.model.seen.row(*u as usize).0, HashSet::new()),
+            Query::Folded { seen, .. } if exclude_seen => (&[], seen.iter().copied().collect()),
+            _ => (&[], HashSet::new()),
+        };
         let keep = |i: u32| {
-            !exclude.contains(&i)
-                && !seen.contains(&i)
+            seen_row.binary_search(&i).is_err()
+                && !folded_seen.contains(&i)
+                && !exclude.contains(&i)
                 && include.as_ref().is_none_or(|s| s.contains(&i))
         };
-        let factors = match q {
-            Query::Known(u) => Some(self.user_vector(*u)),
-            Query::Folded { factors, .. } => Some(factors.as_slice()),
-            _ => None,
-        };
-        if let (Some(index), Some(x)) = (&self.index, factors) {
-            return Ok(match &include {
-                // A short include list is cheaper to score item by item than to search for.
-                Some(set) if set.len() <= SCORE_INCLUDED_DIRECTLY => {
-                    self.score_included(x, set, k, keep)
-                }
-                _ => self.search_index(index, x, k, keep),
-            });
-        }
-        let n = self.model.items();
-        let mut scores = vec![0f32; n];
         match q {
-            Query::Known(u) => self.score_factors(self.user_vector(*u), &mut scores),
-            Query::Folded { factors, .. } => self.score_factors(factors, &mut scores),
+            Query::Known(u) => Ok(self.search_factors(self.user_vector(*u), k, &include, keep)),
+            Query::Folded { factors, .. } => Ok(self.search_factors(factors, k, &include, keep)),
             Query::Text(v) => {
                 let d = self.model.text_dim;
                 if d == 0 || v.len() != d {
                     return self.popular(k, keep);
                 }
+                let mut scores = vec![0f32; self.model.items()];
                 mat_vec(&self.model.item_text, d, v, &mut scores);
+                Ok(top_k(&scores, k, keep))
             }
-            Query::Popular => return self.popular(k, keep),
+            Query::Popular => self.popular(k, keep),
         }
-        Ok(top_k(&scores, k, keep))
+    }
+
+    /// Top-k by factor score: through the index, or item by item for a short include list.
+    fn search_factors(
+        &self,
+        x: &[f32],
+        k: usize,
+        include: &Option<HashSet<u32>>,
+        keep: impl Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        match include {
+            Some(set) if set.len() <= SCORE_INCLUDED_DIRECTLY => {
+                self.score_included(x, set, k, keep)
+            }
+            _ => self.search_index(x, k, keep),
+        }
     }
 
     /// Exact top-k over an include set only.
@@ -546,55 +550,14 @@ impl Served {
             .collect())
     }
 
-    fn score_factors(&self, x: &[f32], out: &mut [f32]) {
-        mat_vec(&self.model.item_factors, self.k(), x, out);
-        if self.explicit() {
-            out.iter_mut()
-                .zip(&self.model.item_bias)
-                .for_each(|(s, b)| *s += b);
-        }
-    }
-
-    /// Top-k for many known users at once: the scoring is one blocked pass over the item
-    /// factors for the whole batch (each block of items stays in cache for every user).
+    /// Top-k for many known users at once, seen items excluded: one index search each (a scan
+    /// that stops early beats one blocked pass over every item for the whole batch).
     pub fn recommend_known_batch(&self, users: &[u32], k: usize) -> Vec<Vec<Scored>> {
-        if let Some(index) = &self.index {
-            return users
-                .iter()
-                .map(|&u| {
-                    let seen = self.model.seen.row(u as usize).0;
-                    let seen: HashSet<u32> = seen.iter().copied().collect();
-                    self.search_index(index, self.user_vector(u), k, |i| !seen.contains(&i))
-                })
-                .collect();
-        }
-        let n = self.model.items();
-        let kf = self.k();
-        let mut scores = vec![0f32; users.len() * n];
-        const BLOCK: usize = 512;
-        let mut start = 0;
-        while start < n {
-            let end = (start + BLOCK).min(n);
-            let rows = &self.model.item_factors[start * kf..end * kf];
-            for (b, &u) in users.iter().enumerate() {
-                let out = &mut scores[b * n + start..b * n + end];
-                mat_vec(rows, kf, self.user_vector(u), out);
-            }
-            start = end;
-        }
         users
             .iter()
-            .enumerate()
-            .map(|(b, &u)| {
-                let s = &mut scores[b * n..(b + 1) * n];
-                if self.explicit() {
-                    s.iter_mut()
-                        .zip(&self.model.item_bias)
-                        .for_each(|(s, bias)| *s += bias);
-                }
-                let seen: HashSet<u32> =
-                    self.model.seen.row(u as usize).0.iter().copied().collect();
-                top_k(s, k, |i| !seen.contains(&i))
+            .map(|&u| {
+                let seen = self.model.seen.row(u as usize).0;
+                self.search_index(self.user_vector(u), k, |i| seen.binary_search(&i).is_err())
             })
             .collect()
     }
@@ -794,6 +757,31 @@ mod tests {
             m.global_mean = 3.5;
         }
         m
+    }
+
+    #[test]
+    fn serving_equals_scoring_every_item() {
+        for algorithm in [Algorithm::ImplicitAls, Algorithm::ExplicitMf] {
+            let s = Served::new(big_model(algorithm));
+            assert!(s.index().is_none());
+            for u in 0..40u32 {
+                let mut scores = vec![0f32; s.model.items()];
+                mat_vec(&s.model.item_factors, 8, s.user_vector(u), &mut scores);
+                if algorithm == Algorithm::ExplicitMf {
+                    scores
+                        .iter_mut()
+                        .zip(&s.model.item_bias)
+                        .for_each(|(x, b)| *x += b);
+                }
+                let seen = s.model.seen.row(u as usize).0;
+                let want = top_k(&scores, 10, |i| !seen.contains(&i));
+                let got = s
+                    .recommend(&Query::Known(u), 10, true, &Filter::default())
+                    .unwrap();
+                assert_eq!(ids(&s, &got), ids(&s, &want), "{algorithm:?} u{u}");
+                assert_eq!(s.recommend_known_batch(&[u], 10)[0], got);
+            }
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl TopK {
         }
     }
 
-    /// The score a candidate must beat to enter (−∞ until `k` are held).
+    /// The score a candidate must reach to enter (−∞ until `k` are held).
     pub fn threshold(&self) -> f32 {
         if self.heap.len() < self.k {
             f32::NEG_INFINITY
@@ -63,15 +63,20 @@ impl TopK {
         self.heap.is_empty()
     }
 
-    /// Offers one candidate; `keep` is asked only when the score would enter, so costly
-    /// exclusion checks run for few items.
+    /// Offers one candidate; `keep` is asked only when the candidate would enter, so costly
+    /// exclusion checks run for few items. Which candidates are kept does not depend on the
+    /// order they come in: (score, then lower index) decides, so a scan in any order returns
+    /// what a scan in index order does.
     #[inline]
     pub fn offer(&mut self, index: u32, score: f32, keep: impl Fn(u32) -> bool) {
         if self.k == 0 || score.is_nan() {
             return;
         }
-        if self.heap.len() == self.k && score <= self.heap.peek().expect("full heap").0.score {
-            return;
+        if self.heap.len() == self.k {
+            let weakest = self.heap.peek().expect("full heap").0;
+            if score < weakest.score || (score == weakest.score && index > weakest.index) {
+                return;
+            }
         }
         if !keep(index) {
             return;
@@ -115,6 +120,22 @@ mod tests {
             all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             let want: Vec<u32> = all.iter().take(k).map(|x| x.1).collect();
             prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn keeps_the_same_items_whatever_the_order(scores in proptest::collection::vec(-5i32..5, 0..100), k in 0usize..20, seed in 0u64..1000) {
+            let scores: Vec<f32> = scores.into_iter().map(|s| s as f32).collect();
+            let mut order: Vec<usize> = (0..scores.len()).collect();
+            let n = order.len().max(1);
+            order.rotate_left(seed as usize % n);
+            if seed % 2 == 1 {
+                order.reverse();
+            }
+            let mut shuffled = TopK::new(k);
+            for &i in &order {
+                shuffled.offer(i as u32, scores[i], |_| true);
+            }
+            prop_assert_eq!(shuffled.into_sorted(), top_k(&scores, k, |_| true));
         }
     }
 

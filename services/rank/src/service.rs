@@ -111,11 +111,25 @@ pub struct RankService {
     training: tokio::sync::Mutex<()>,
 }
 
-/// A resolved user: the query, the history used (item index, value) and the source.
+/// A resolved user: the query, the history used (item index, value; for a user of the model
+/// it stays in the model and [`Resolved::history`] reads it there, so Recommend copies nothing)
+/// and the source.
 struct Resolved {
     query: Query,
     history: Vec<(u32, f32)>,
     source: RecommendationSource,
+}
+
+impl Resolved {
+    fn history(&self, s: &Served) -> Vec<(u32, f32)> {
+        match self.query {
+            Query::Known(u) => {
+                let (idx, vals) = s.model.seen.row(u as usize);
+                idx.iter().copied().zip(vals.iter().copied()).collect()
+            }
+            _ => self.history.clone(),
+        }
+    }
 }
 
 const REQUESTS: &str = "recalloc_rank_recommendations_total";
@@ -163,10 +177,9 @@ impl RankService {
             return Err(invalid("user_id", "must not be empty"));
         }
         if let Some(u) = s.user(user) {
-            let (idx, vals) = s.model.seen.row(u as usize);
             return Ok(Resolved {
                 query: Query::Known(u),
-                history: idx.iter().copied().zip(vals.iter().copied()).collect(),
+                history: Vec::new(),
                 source: RecommendationSource::Model,
             });
         }
@@ -494,7 +507,8 @@ impl Ranker for RankService {
         let s = self.model()?;
         let item = self.item(&s, &r.item_id)?;
         let resolved = self.resolve(&s, &r.user_id).await?;
-        if resolved.history.is_empty() {
+        let history = resolved.history(&s);
+        if history.is_empty() {
             return Err(RankError::NotFound(format!(
                 "user {} has no history to explain with",
                 r.user_id
@@ -502,8 +516,8 @@ impl Ranker for RankService {
             .into());
         }
         let k = if r.k == 0 { 5 } else { r.k as usize };
-        let (s2, h) = (s.clone(), resolved.history);
-        let (parts, _) = tokio::task::spawn_blocking(move || s2.explain(&h, item, k))
+        let s2 = s.clone();
+        let (parts, _) = tokio::task::spawn_blocking(move || s2.explain(&history, item, k))
             .await
             .map_err(|e| RankError::Internal(e.to_string()))?;
         Ok(Response::new(ExplainResponse {
