@@ -80,6 +80,7 @@ bench: build install
 	bash bench/ingest.sh
 	bash bench/embed.sh
 	bash bench/rank.sh
+	bash bench/scale.sh
 	bash bench/scheduler.sh
 	bash bench/soak.sh
 
