@@ -40,11 +40,12 @@ demo: build up
 	else echo "no load trace at $(DEMO_TRACE): autoscaling simulation skipped (set DEMO_TRACE=FILE)"; fi
 	@echo "the cluster is still up: 'make down' stops it"
 
-## Unit, property and integration tests, and the Helm chart's checks; installs and starts Redis
-## and the broker itself.
+## Unit, property and integration tests (the console's in headless Chromium), and the Helm
+## chart's checks; installs and starts Redis, the broker and the browser itself.
 test: install
 	bash deploy/chart/check.sh
 	export RECALLOC_TEST_PYTHON=$$(bash deploy/local/pyenv.sh) && \
+	export RECALLOC_TEST_PLAYWRIGHT=$$(bash deploy/local/browser.sh) && \
 	cargo build --release --bins && \
 	cargo test --release --workspace --exclude recalloc-integration-tests && \
 	cargo test --release -p recalloc-integration-tests -- --test-threads=1

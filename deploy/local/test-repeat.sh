@@ -8,6 +8,7 @@ source "$(dirname "$0")/env.sh"
 n=${1:-10}
 bash "$root/deploy/local/install.sh" >/dev/null
 export RECALLOC_TEST_PYTHON=$(bash "$root/deploy/local/pyenv.sh")
+export RECALLOC_TEST_PLAYWRIGHT=$(bash "$root/deploy/local/browser.sh")
 cd "$root"
 cargo build --release --bins >/dev/null 2>&1 || die "cargo build --release --bins failed"
 mapfile -t exes < <(cargo test --release -p recalloc-integration-tests --no-run 2>&1 \

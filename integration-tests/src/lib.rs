@@ -178,7 +178,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
+    /// Runs `cmd` with its stdout and stderr in `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Result<Self> {
         let out = std::fs::File::create(&log)?;
         let child = cmd
             .stdout(out.try_clone()?)
