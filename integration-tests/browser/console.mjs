@@ -71,6 +71,7 @@ try {
       current_replicas: d.querySelector('[data-field="current_replicas"]').textContent,
       planned_replicas: d.querySelector('[data-field="planned_replicas"]').textContent,
       forecast_method: d.querySelector('[data-field="forecast_method"]').textContent,
+      chart_height: d.querySelector('svg').getBoundingClientRect().height,
       chart_paths: d.querySelectorAll('svg path').length,
       chart_bands: d.querySelectorAll('svg polygon').length,
     }])));
@@ -114,6 +115,7 @@ try {
     capacity_per_pod: document.getElementById('simulate-capacity').value,
     results: Object.fromEntries([...document.querySelectorAll('#simulate-results tr[data-policy]')].map((tr) => [
       tr.dataset.policy, Object.fromEntries([...tr.querySelectorAll('[data-field]')].map((td) => [td.dataset.field, td.textContent]))])),
+    chart_height: document.getElementById('simulate-chart').getBoundingClientRect().height,
     chart_paths: document.querySelectorAll('#simulate-chart path').length,
     chart_bands: document.querySelectorAll('#simulate-chart polygon').length,
     legend: [...document.querySelectorAll('#simulate-chart text.legend')].map((t) => t.textContent),
@@ -142,7 +144,7 @@ try {
   await page.waitForFunction(() => !document.getElementById('simulate-error').hidden, null, { timeout: 30000 });
   out.bad_csv = await page.evaluate(() => {
     const e = document.getElementById('simulate-error');
-    return { shown: !e.hidden, text: e.textContent, field: e.dataset.field ?? null, chart_hidden: document.getElementById('simulate-chart').hidden };
+    return { shown: !e.hidden, text: e.textContent, field: e.dataset.field ?? null, chart_height: document.getElementById('simulate-chart').getBoundingClientRect().height };
   });
 } finally {
   await browser.close();

@@ -300,6 +300,7 @@ async fn the_page_shows_what_the_services_answer() {
         assert_eq!(shown["planned_replicas"], planned.join(" "), "{deployment}");
         assert!(shown["chart_paths"].as_u64().unwrap() >= 3, "{shown}");
         assert!(shown["chart_bands"].as_u64().unwrap() >= 1, "{shown}");
+        assert!(shown["chart_height"].as_f64().unwrap() > 100.0, "{shown}");
         let row = &page["overview"]["services"][svc];
         assert_eq!(row["replicas_current"], d.current_replicas.to_string());
         assert_eq!(row["replicas_planned"], d.replicas[1].to_string());
@@ -422,7 +423,8 @@ async fn the_page_shows_what_the_services_answer() {
         );
     }
     assert_eq!(sim.results.len(), 3);
-    // Demand and three capacities; the forecast band.
+    // Demand and three capacities; the forecast band; on screen.
+    assert!(shown["chart_height"].as_f64().unwrap() > 200.0, "{shown}");
     assert!(shown["chart_paths"].as_u64().unwrap() >= 4, "{shown}");
     assert!(shown["chart_bands"].as_u64().unwrap() >= 1, "{shown}");
     assert_eq!(
@@ -446,6 +448,7 @@ async fn the_page_shows_what_the_services_answer() {
     );
     assert_eq!(page["bad_csv"]["field"], "csv", "{page:#}");
     assert!(text(&page, "/bad_csv/text").contains("line 3"), "{page:#}");
+    assert_eq!(page["bad_csv"]["chart_height"], 0.0, "no chart for a failed run");
 
     // The screenshot.
     let png = std::fs::read(&screenshot).expect("the screenshot was saved");

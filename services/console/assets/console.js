@@ -110,6 +110,11 @@ function h(tag, attrs = {}, ...children) {
   return e;
 }
 
+// The `hidden` attribute, also on SVG elements (which have no `hidden` property).
+function show(e, visible) {
+  e.toggleAttribute('hidden', !visible);
+}
+
 function showError(id, err) {
   const p = document.getElementById(id);
   if (!err) {
@@ -266,7 +271,7 @@ function timeChart(svg, spec) {
     s('rect', { x: lx, y: H - 16, width: 14, height: 4, fill: se.colour, 'fill-opacity': se.kind === 'band' ? 0.35 : 1 }, svg);
     const t = s('text', { x: lx + 18, y: H - 11, class: 'legend' }, svg);
     t.textContent = se.label;
-    lx += 26 + se.label.length * 6.3;
+    lx += 30 + se.label.length * 7;
   }
 }
 
@@ -523,7 +528,7 @@ async function wireSimulator() {
       showError('simulate-error', e);
       document.getElementById('simulate-meta').textContent = '';
       table.hidden = true;
-      chart.hidden = true;
+      show(chart, false);
     } finally {
       button.disabled = false;
       table.dataset.state = 'done';
@@ -545,7 +550,7 @@ function renderSimulation(r) {
     h('td', { class: 'num', 'data-field': 'mean_replicas', 'data-value': p.mean_replicas, text: p.mean_replicas.toFixed(2) }))));
   table.hidden = false;
   if (!r.chart) {
-    chart.hidden = true;
+    show(chart, false);
     return;
   }
   const c = r.chart;
@@ -557,7 +562,7 @@ function renderSimulation(r) {
   for (const p of c.capacity) {
     series.push({ kind: 'step', colour: COLOURS[p.policy] || '#000', points: at(p.values), width: 1.4, label: p.policy + ' capacity' });
   }
-  chart.hidden = false;
+  show(chart, true);
   timeChart(chart, {
     width: 1200, height: 380, unit: 1, xFormat: fmtUtc, yLabel: 'load (trace unit)', series,
   });
