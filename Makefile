@@ -7,7 +7,7 @@ DEMO_TRACE ?= data/traces/crane/input0.csv
 # Three readers with the most ratings in the bundled sample.
 DEMO_USERS ?= 25266 6305 52581
 
-.PHONY: build deps model demo test test-repeat up down reset bench lint fmt install chart manifests soak
+.PHONY: build deps model demo test test-repeat up down reset bench lint fmt install chart manifests soak image
 
 build: deps
 	cargo build --release --bins
@@ -64,6 +64,12 @@ chart:
 ## Re-render deploy/k8s from the chart's default values with helm template (after changing the chart).
 manifests:
 	bash deploy/chart/render.sh
+
+## The container image recalloc:<version> (deploy/docker/Dockerfile) built with podman from the
+## release binaries, libtorch and the model, then checked inside: every binary's --help and the
+## embed service's model load; prints its size. Installs podman and makes its Debian base itself.
+image: build
+	bash deploy/docker/image.sh
 
 up: build
 	bash deploy/local/up.sh
