@@ -6,7 +6,9 @@
 #     64-factor ALS, 16 clients, 20 s): today's rank binary against the reference commit's
 #     (REF, built once into $RECALLOC_CACHE/bench-ref), alternating, 3 rounds each;
 #   - Recommend over gRPC on a 1,000,000-item synthetic model: the index against the reference
-#     (exact scoring), on a Redis of their own.
+#     (exact scoring), on a Redis of their own;
+#   - how cost grows (`cost_curve`): Redis write/read, ALS and hybrid fit, model and replica
+#     size, peak memory at 1 M, 10 M and 50 M synthetic interactions (COST_CURVE_SIZES).
 # Appends rows to bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,3 +97,21 @@ for who in ours ref; do
     echo "serve: $row"; python3 bench/results.py $f "$section" "$intro" "$header" "$rule" "$row"
   done
 done
+
+# 4. How cost grows: 1 M, 10 M and 50 M synthetic interactions (Redis up to 10 M), on the Redis
+#    of part 3, which it flushes. The cluster's services are stopped for idle cores.
+bash deploy/local/down.sh >/dev/null 2>&1
+[ -f "$w/side.pid" ] && { kill "$(cat "$w/side.pid")" 2>/dev/null || true; rm -f "$w/side.pid"; }
+"$bin/examples/cost_curve" redis://127.0.0.1:6391 ${COST_CURVE_SIZES:-1000000 10000000 50000000} >"$w/cost.jsonl"
+while read -r line; do
+  row=$(python3 - "$day" "$cores" "$line" <<'PY'
+import json, sys
+d = json.loads(sys.argv[3]); g = lambda k, f: f.format(d[k]) if k in d else "—"
+print(f"| {sys.argv[1]} | {sys.argv[2]} cores | {d['interactions']:,} | {d['users']:,} | {g('redis_write_s', '{:.0f}')} | {g('redis_bytes_per_event', '{:.0f}')} | {g('training_read_s', '{:.1f}')} | {d['als_fit_s']:.1f} | {d['hybrid_fit_s']:.1f} | {d['model_bytes'] / 2**20:.0f} | {d['served_bytes'] / 2**20:.0f} | {d['peak_rss_bytes'] / 2**30:.1f} |")
+PY
+)
+  echo "cost: $row"
+  python3 bench/results.py $f "## Scale: how cost grows with interactions" \
+    "\`cost_curve\` (services/rank/examples): 100,000 items with 384-d text vectors, interactions / 50 users with 50 interactions each (Zipf within two tastes per user). Redis: every event through the featurizer's apply script, then the training read; training as the rank service does it (64 factors, 15 iterations, 2 threads); the model as stored and a serving replica's memory for it (decoded and indexed); the process's peak memory. Goal: 10× data ≤ 11× time and memory." \
+    "| date | machine | interactions | users | Redis write (s) | Redis bytes / event | training read (s) | ALS fit (s) | hybrid fit (s) | model stored (MiB) | replica (MiB) | peak memory (GiB) |" "|---|---|---|---|---|---|---|---|---|---|---|---|" "$row"
+done <"$w/cost.jsonl"

@@ -80,6 +80,15 @@ impl AnnSettings {
         probes: 0,
     };
 
+    /// The rank service's defaults (`rank.ann_min_items` = 100,000, automatic lists and probes).
+    pub const fn default_for_serving() -> Self {
+        Self {
+            min_items: 100_000,
+            lists: 0,
+            probes: 0,
+        }
+    }
+
     /// The parameters for a catalogue of `n` items, or `None` when it is scored exactly.
     pub fn params_for(&self, n: usize) -> Option<IvfParams> {
         (self.min_items > 0 && n >= self.min_items)

@@ -99,6 +99,63 @@ impl TasteModel {
 }
 
 impl TasteModel {
+    /// `per_user` interactions for each of `users` users, as (user, item): each user has two
+    /// tastes (drawn 70 / 30 % per interaction), and within a taste items are drawn by a Zipf
+    /// law (exponent 1) over their popularity rank. Deterministic; calls `emit` in user order.
+    pub fn interactions(&self, users: usize, per_user: usize, mut emit: impl FnMut(u32, u32)) {
+        // Each taste's items, most popular first, and the cumulative Zipf weights over them.
+        let mut by_topic: Vec<Vec<u32>> = vec![Vec::new(); self.topics];
+        for i in 0..self.items {
+            by_topic[self.item_topic[i] as usize].push(i as u32);
+        }
+        let cumulative: Vec<Vec<f64>> = by_topic
+            .iter_mut()
+            .map(|members| {
+                members.sort_by_key(|&i| self.popularity_rank[i as usize]);
+                let mut acc = 0.0;
+                (0..members.len())
+                    .map(|r| {
+                        acc += 1.0 / (r as f64 + 1.0);
+                        acc
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x1ac7);
+        for u in 0..users as u32 {
+            let tastes = [
+                rng.random_range(0..self.topics),
+                rng.random_range(0..self.topics),
+            ];
+            for _ in 0..per_user {
+                let t = tastes[usize::from(rng.random_bool(0.3))];
+                let (members, cum) = (&by_topic[t], &cumulative[t]);
+                let Some(total) = cum.last() else { continue };
+                let x = rng.random_range(0.0..*total);
+                let r = cum.partition_point(|c| *c < x).min(members.len() - 1);
+                emit(u, members[r]);
+            }
+        }
+    }
+
+    /// A unit text vector per item (items × `dim`): a fixed random projection of the item's
+    /// taste centre plus noise, so text predicts taste as a sentence encoder's vectors do.
+    pub fn text_vectors(&self, dim: usize) -> Vec<f32> {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x7e47);
+        let projection: Vec<f32> = (0..dim * self.factors).map(|_| normal(&mut rng)).collect();
+        let mut out = Vec::with_capacity(self.items * dim);
+        for i in 0..self.items {
+            let c = self.centre(self.item_topic[i] as usize);
+            let v: Vec<f32> = projection
+                .chunks_exact(self.factors)
+                .map(|row| row.iter().zip(c).map(|(a, b)| a * b).sum::<f32>() + normal(&mut rng))
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            out.extend(v.into_iter().map(|x| x / n));
+        }
+        out
+    }
+
     /// A servable implicit-ALS model of this catalogue for serving benchmarks: `users` users
     /// (`u0`, `u1`, …) each of whom has seen `seen_per_user` random items, items `i0`, `i1`, …
     pub fn model(&self, users: usize, seen_per_user: usize, version: &str) -> Model {
@@ -162,5 +219,29 @@ mod tests {
         let top = a.popularity_rank.iter().position(|&r| r == 0).unwrap();
         let bottom = a.popularity_rank.iter().position(|&r| r == 4_999).unwrap();
         assert!(norm(top) > 4.0 * norm(bottom));
+    }
+
+    #[test]
+    fn interactions_follow_popularity_and_stay_within_two_tastes() {
+        let m = TasteModel::new(10_000, 8, 3);
+        let mut per_item = vec![0u32; 10_000];
+        let mut topics_of_user0 = std::collections::HashSet::new();
+        let mut n = 0;
+        m.interactions(500, 40, |u, i| {
+            n += 1;
+            per_item[i as usize] += 1;
+            if u == 0 {
+                topics_of_user0.insert(m.item_topic[i as usize]);
+            }
+        });
+        assert_eq!(n, 500 * 40);
+        assert!(topics_of_user0.len() <= 2);
+        // Zipf within each taste: the most popular tenth of the items gets most interactions.
+        let top: u32 = (0..10_000)
+            .filter(|&i| m.popularity_rank[i] < 1_000)
+            .map(|i| per_item[i])
+            .sum();
+        assert!(top as f64 > 0.3 * n as f64, "{top} of {n}");
+        assert_eq!(m.text_vectors(16).len(), 10_000 * 16);
     }
 }
