@@ -292,8 +292,12 @@ impl IvfIndex {
         let probes = if probes == 0 { self.probes } else { probes }.min(lists);
         let query_norm = dot(query, query).sqrt();
         let mut best = TopK::new(k);
+        let mut block = [0f32; BLOCK];
+        let mut scan = |list: usize, best: &mut TopK| {
+            self.scan(list, query, query_norm, &mut block, best, &keep)
+        };
         if lists == 1 {
-            self.scan(0, query, query_norm, &mut scratch.block, &mut best, &keep);
+            scan(0, &mut best);
             return best.into_sorted();
         }
         scratch.query.clear();
@@ -306,29 +310,13 @@ impl IvfIndex {
             &scratch.query,
             &mut scratch.lists,
         );
-        let first = top_k(&scratch.lists, probes, |_| true);
-        for l in &first {
-            self.scan(
-                l.index as usize,
-                query,
-                query_norm,
-                &mut scratch.block,
-                &mut best,
-                &keep,
-            );
+        for l in top_k(&scratch.lists, probes, |_| true) {
+            scan(l.index as usize, &mut best);
         }
         if best.len() < k && probes < lists {
             // Too few accepted items in the probed lists (a narrow filter): the rest, best first.
-            let rest = top_k(&scratch.lists, lists, |_| true);
-            for l in rest.iter().skip(probes) {
-                self.scan(
-                    l.index as usize,
-                    query,
-                    query_norm,
-                    &mut scratch.block,
-                    &mut best,
-                    &keep,
-                );
+            for l in top_k(&scratch.lists, lists, |_| true).iter().skip(probes) {
+                scan(l.index as usize, &mut best);
                 if best.len() == k {
                     break;
                 }
@@ -369,12 +357,12 @@ impl IvfIndex {
 /// Rows scored per step of a list scan (the bound is checked between steps).
 const BLOCK: usize = 32;
 
-/// Per-thread buffers, so a search allocates nothing but its answer.
+/// Per-thread buffers, so a search allocates nothing but its answer (and, with many lists,
+/// the probe order).
 #[derive(Default)]
 struct Scratch {
     query: Vec<f32>,
     lists: Vec<f32>,
-    block: [f32; BLOCK],
 }
 
 thread_local! {
