@@ -448,7 +448,10 @@ async fn the_page_shows_what_the_services_answer() {
     );
     assert_eq!(page["bad_csv"]["field"], "csv", "{page:#}");
     assert!(text(&page, "/bad_csv/text").contains("line 3"), "{page:#}");
-    assert_eq!(page["bad_csv"]["chart_height"], 0.0, "no chart for a failed run");
+    assert_eq!(
+        page["bad_csv"]["chart_height"], 0.0,
+        "no chart for a failed run"
+    );
 
     // The screenshot.
     let png = std::fs::read(&screenshot).expect("the screenshot was saved");

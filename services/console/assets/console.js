@@ -155,11 +155,11 @@ function ticks(lo, hi, count = 5) {
   return out;
 }
 
-const TIME_STEPS = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
-  2 * 86400, 7 * 86400, 30 * 86400, 91 * 86400, 365 * 86400];
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600,
+  6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 365 * 86400];
 
 // Tick times (in the x unit, `unit` seconds each) about `count` apart, on round boundaries.
-function timeTicks(lo, hi, unit, count = 6) {
+function timeTicks(lo, hi, unit, count = 8) {
   const spanS = (hi - lo) * unit;
   const stepS = TIME_STEPS.find((st) => spanS / st <= count) || TIME_STEPS[TIME_STEPS.length - 1];
   const step = stepS / unit;
