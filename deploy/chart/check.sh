@@ -11,7 +11,8 @@
 #  5. with TLS on, every KEDA trigger on the scheduler's external scaler authenticates with a
 #     rendered TriggerAuthentication that carries the CA (and the client certificate when the
 #     servers require one); KEDA's Kafka triggers (keda.kafka) name the consumers' group and no
-#     Deployment is the target of two ScaledObjects.
+#     Deployment is the target of two ScaledObjects;
+#  6. the console's Deployment and Service render as expected (console_check below).
 # Then: deploy/k8s equals helm's render with the default values; values that cannot work are
 # refused by helm template with their message (several schedulers without leader election, a
 # consumer scaled both by the scheduler and by KEDA's Kafka trigger, values the schema forbids);
@@ -31,6 +32,114 @@ merged_values() {  # values files... -> the merged values as JSON on stdout
   for f in "$@"; do args+=(-f "$f"); done
   helm template recalloc "$work/values-chart" --kube-version "$KUBE_VERSION" "${args[@]}" --show-only templates/merged-values.json \
     | sed '/^---$/d; /^# Source: /d'
+}
+
+# The console: with console.enabled, one Deployment running recalloc-console on 0.0.0.0:9106 with
+# every service's gRPC address and HTTP base URL at the release's Service names (the embed API's
+# Service, or the workers' without an API variant), the shared token file when a token is set
+# (its /api is then guarded), the release's TLS files (its client certificate when the servers
+# require one), no Redis or Kafka settings, HTTP probes on /healthz and /readyz, and a ClusterIP
+# Service with port 9106 named http (scraped by the ServiceMonitor); without it, none of these.
+console_check() {  # name, merged values JSON, render folder
+  "$chart_py" - "$@" <<'PY'
+import glob, json, sys, yaml
+name, values = sys.argv[1], json.load(open(sys.argv[2]))
+docs = [d for p in sorted(glob.glob(sys.argv[3] + "/*.yaml")) for d in yaml.safe_load_all(open(p)) if d]
+full, ns = "recalloc", "recalloc"
+def console(kind):
+    return [d for d in docs if d["kind"] == kind and d["metadata"]["labels"].get("app.kubernetes.io/component") == "console"]
+errors = []
+monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+scraped = {e["port"] for m in monitors for e in m["spec"]["endpoints"]}
+if not values["console"]["enabled"]:
+    if console("Deployment") or console("Service"):
+        errors.append("console.enabled=false rendered a console")
+    if "http" in scraped:
+        errors.append("the ServiceMonitor scrapes a console that is not there")
+else:
+    deps, svcs = console("Deployment"), console("Service")
+    if len(deps) != 1 or len(svcs) != 1:
+        sys.exit(f"  {name}: {len(deps)} console Deployments and {len(svcs)} Services, not one each")
+    dep, svc = deps[0], svcs[0]
+    if dep["metadata"]["name"] != f"{full}-console" or svc["metadata"]["name"] != f"{full}-console":
+        errors.append(f"named {dep['metadata']['name']} / {svc['metadata']['name']}")
+    if dep["spec"]["replicas"] != values["console"]["replicas"]:
+        errors.append(f"replicas {dep['spec']['replicas']}")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    if c["command"] != ["recalloc-console"]:
+        errors.append(f"command {c['command']}")
+    if c["image"] != f"{values['image']['repository']}:{values['image']['tag'] or '0.1.0'}":
+        errors.append(f"image {c['image']}")
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    embed = "embed" if any(v["enabled"] for v in values["embed"]["variants"].values()) else "embed-worker"
+    want = {
+        "RECALLOC_CONFIG": "/etc/recalloc/config.toml",
+        "RECALLOC_CONSOLE_HTTP_ADDR": "0.0.0.0:9106",
+        "RECALLOC_CONSOLE_REFRESH_MS": str(values["console"]["refreshMs"]),
+        "RECALLOC_CONSOLE_INGEST_ADDR": f"{full}-ingest.{ns}.svc:50051",
+        "RECALLOC_CONSOLE_EMBED_ADDR": f"{full}-{embed}.{ns}.svc:50052",
+        "RECALLOC_CONSOLE_RANK_ADDR": f"{full}-rank.{ns}.svc:50053",
+        "RECALLOC_CONSOLE_SCHEDULER_ADDR": f"{full}-scheduler.{ns}.svc:50054",
+        "RECALLOC_CONSOLE_INGEST_URL": f"http://{full}-ingest.{ns}.svc:9101",
+        "RECALLOC_CONSOLE_FEATURIZER_URL": f"http://{full}-featurizer.{ns}.svc:9105",
+        "RECALLOC_CONSOLE_EMBED_URL": f"http://{full}-{embed}.{ns}.svc:9102",
+        "RECALLOC_CONSOLE_RANK_URL": f"http://{full}-rank.{ns}.svc:9103",
+        "RECALLOC_CONSOLE_SCHEDULER_URL": f"http://{full}-scheduler.{ns}.svc:9104",
+    }
+    sec = values["security"]
+    token = bool(sec["existingTokenSecret"] or sec["token"])
+    if token:
+        want["RECALLOC_SECURITY_TOKEN_FILE"] = "/etc/recalloc/token/token"
+    if sec["tls"]["enabled"]:
+        want["RECALLOC_SECURITY_TLS_CA_FILE"] = "/etc/recalloc/tls/ca.crt"
+        if sec["tls"]["requireClientCerts"]:
+            want["RECALLOC_SECURITY_TLS_CLIENT_CERT_FILE"] = "/etc/recalloc/tls/tls.crt"
+            want["RECALLOC_SECURITY_TLS_CLIENT_KEY_FILE"] = "/etc/recalloc/tls/tls.key"
+    for k, v in want.items():
+        if env.get(k) != v:
+            errors.append(f"env {k}={env.get(k)!r}, want {v!r}")
+    for k in env:
+        if k.startswith(("RECALLOC_REDIS_", "RECALLOC_KAFKA_")):
+            errors.append(f"env {k}: the console uses neither Redis nor Kafka")
+        if k == "RECALLOC_SECURITY_TOKEN_FILE" and not token:
+            errors.append("a token file without a token")
+    # Every other Deployment's token file too: the console guards with the token the writes take.
+    for d in docs:
+        if d["kind"] == "Deployment" and token:
+            e = {x["name"]: x.get("value") for x in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+            if e.get("RECALLOC_SECURITY_TOKEN_FILE") != "/etc/recalloc/token/token":
+                errors.append(f"{d['metadata']['name']} lacks the token file")
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if token and (mounts.get("token") != "/etc/recalloc/token" or "secret" not in volumes.get("token", {})):
+        errors.append("the token Secret is not mounted at /etc/recalloc/token")
+    if sec["tls"]["enabled"] and mounts.get("tls") != "/etc/recalloc/tls":
+        errors.append("the TLS Secret is not mounted at /etc/recalloc/tls")
+    ports = [(p["name"], p["containerPort"]) for p in c["ports"]]
+    if ports != [("http", 9106)]:
+        errors.append(f"container ports {ports}")
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        got = (c.get(probe) or {}).get("httpGet") or {}
+        if (got.get("path"), got.get("port")) != (path, 9106):
+            errors.append(f"{probe} {c.get(probe)}")
+    if c["resources"] != values["console"]["resources"]:
+        errors.append(f"resources {c['resources']}")
+    if c["securityContext"] != values["securityContext"] or pod["securityContext"] != values["podSecurityContext"]:
+        errors.append("security contexts differ from the values")
+    if pod.get("automountServiceAccountToken") is not False or "serviceAccountName" in pod:
+        errors.append("the console needs no Kubernetes API access")
+    sp = svc["spec"]
+    if sp.get("clusterIP") == "None" or [(p["name"], p["port"], p["targetPort"]) for p in sp["ports"]] != [("http", 9106, "http")]:
+        errors.append(f"Service spec {sp}")
+    if sp["selector"] != dep["spec"]["selector"]["matchLabels"]:
+        errors.append("the Service does not select the console's pods")
+    if monitors and "http" not in scraped:
+        errors.append("the ServiceMonitor does not scrape the console's port http")
+for e in errors:
+    print(f"  {name}: console: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
 }
 
 for values in "" "$chart_dir"/ci/*-values.yaml; do
@@ -105,8 +214,18 @@ for d in docs:
             print(f"  {d['metadata']['name']}: trigger auth {ref!r} lacks {sorted(need - auths.get(ref, set()))}", file=sys.stderr); ok = False
 sys.exit(0 if ok else 1)
 PY
-  echo "chart: $name: helm lint --strict ok, helm template renders $(ls "$work/$name" | wc -l) files, schema ok, kubernetes-validate $KUBE_VERSION ok" >&2
+  console_check "$name" "$work/$name.json" "$work/$name" || bad "$name: the console's Deployment or Service is not as expected"
+  echo "chart: $name: helm lint --strict ok, helm template renders $(ls "$work/$name" | wc -l) files, schema ok, kubernetes-validate $KUBE_VERSION ok, console ok" >&2
 done
+
+# Without an embed API variant the console reads the embed workers; console.enabled=false renders
+# no console at all (and no ServiceMonitor endpoint for it).
+printf 'embed:\n  variants:\n    cpu:\n      enabled: false\n' >"$work/no-api.yaml"
+merged_values "$work/no-api.yaml" >"$work/no-api.json" && render "$work/no-api" -f "$work/no-api.yaml" \
+  && console_check no-embed-api "$work/no-api.json" "$work/no-api" || bad "no embed API variant: the console does not read the embed workers"
+printf 'console:\n  enabled: false\nserviceMonitor:\n  enabled: true\n' >"$work/no-console.yaml"
+merged_values "$work/no-console.yaml" >"$work/no-console.json" && render "$work/no-console" -f "$work/no-console.yaml" \
+  && console_check no-console "$work/no-console.json" "$work/no-console" || bad "console.enabled=false: a console was rendered"
 
 render "$work/k8s" || bad "defaults: helm template failed"
 cp "$root/deploy/chart/k8s-README.md" "$work/k8s/README.md"
@@ -138,6 +257,9 @@ refuse "KEDA's Kafka trigger with minReplicas above maxReplicas" \
   $'keda:\n  kafka:\n    enabled: true\n    minReplicas: 5'
 refuse "a negative replica count (the schema)" "- scheduler.replicas: Must be greater than or equal to 0" \
   $'scheduler:\n  replicas: -1'
+refuse "a console reading the services too often (the schema)" \
+  "- console.refreshMs: Must be greater than or equal to 100" \
+  $'console:\n  refreshMs: 50'
 refuse "an unknown ranking algorithm (the schema)" \
   '- rank.algorithm: rank.algorithm must be one of the following: "implicit_als", "explicit_mf", "hybrid"' \
   $'rank:\n  algorithm: svd'

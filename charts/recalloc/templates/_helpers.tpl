@@ -30,58 +30,62 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.security.existingTokenSecret | default (printf "%s-token" (include "recalloc.fullname" .)) -}}
 {{- end -}}
 
-{{/* Environment every process shares: dependencies, secrets, TLS, telemetry, the config file. */}}
+{{/* Environment every process shares: dependencies (unless "deps" is false: Redis and Kafka,
+the Redis password), secrets, TLS, telemetry, the config file. Call with (dict "root" $ "deps" true). */}}
 {{- define "recalloc.env" -}}
+{{- $root := .root -}}
 - name: RECALLOC_CONFIG
   value: /etc/recalloc/config.toml
+{{- if .deps }}
 - name: RECALLOC_REDIS_URL
-  value: {{ .Values.redis.url | quote }}
+  value: {{ $root.Values.redis.url | quote }}
 - name: RECALLOC_REDIS_MODE
-  value: {{ .Values.redis.mode | quote }}
-{{- with .Values.redis.nodes }}
+  value: {{ $root.Values.redis.mode | quote }}
+{{- with $root.Values.redis.nodes }}
 - name: RECALLOC_REDIS_NODES
   value: {{ . | quote }}
 {{- end }}
-{{- if .Values.redis.tls }}
+{{- if $root.Values.redis.tls }}
 - name: RECALLOC_REDIS_TLS
   value: "true"
 {{- end }}
-{{- with .Values.redis.username }}
+{{- with $root.Values.redis.username }}
 - name: RECALLOC_REDIS_USERNAME
   value: {{ . | quote }}
 {{- end }}
-{{- if .Values.redis.passwordSecret.name }}
+{{- if $root.Values.redis.passwordSecret.name }}
 - name: RECALLOC_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.redis.passwordSecret.name }}
-      key: {{ .Values.redis.passwordSecret.key }}
+      name: {{ $root.Values.redis.passwordSecret.name }}
+      key: {{ $root.Values.redis.passwordSecret.key }}
 {{- end }}
 - name: RECALLOC_KAFKA_BROKERS
-  value: {{ .Values.kafka.brokers | quote }}
+  value: {{ $root.Values.kafka.brokers | quote }}
 - name: RECALLOC_KAFKA_PARTITIONS
-  value: {{ .Values.kafka.partitions | quote }}
-{{- if or .Values.security.existingTokenSecret .Values.security.token }}
+  value: {{ $root.Values.kafka.partitions | quote }}
+{{- end }}
+{{- if or $root.Values.security.existingTokenSecret $root.Values.security.token }}
 - name: RECALLOC_SECURITY_TOKEN_FILE
   value: /etc/recalloc/token/token
 {{- end }}
-{{- if .Values.security.tls.enabled }}
+{{- if $root.Values.security.tls.enabled }}
 - name: RECALLOC_SECURITY_TLS_CERT_FILE
   value: /etc/recalloc/tls/tls.crt
 - name: RECALLOC_SECURITY_TLS_KEY_FILE
   value: /etc/recalloc/tls/tls.key
 - name: RECALLOC_SECURITY_TLS_CA_FILE
   value: /etc/recalloc/tls/ca.crt
-{{- if .Values.security.tls.requireClientCerts }}
+{{- if $root.Values.security.tls.requireClientCerts }}
 - name: RECALLOC_SECURITY_TLS_CLIENT_CA_FILE
   value: /etc/recalloc/tls/ca.crt
 {{- end }}
 {{- end }}
 - name: RECALLOC_TELEMETRY_LOG_FILTER
-  value: {{ .Values.telemetry.logFilter | quote }}
+  value: {{ $root.Values.telemetry.logFilter | quote }}
 - name: RECALLOC_TELEMETRY_LOG_FORMAT
-  value: {{ .Values.telemetry.logFormat | quote }}
-{{- with .Values.telemetry.otlpEndpoint }}
+  value: {{ $root.Values.telemetry.logFormat | quote }}
+{{- with $root.Values.telemetry.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
@@ -180,7 +184,8 @@ securityContext:
 
 {{/* A Deployment of one gRPC process. Call with (dict "root" $ "component" "rank" "binary"
 "recalloc-rank" "grpcPort" 50053 "httpPort" 9103 "replicas" 2 "spec" .Values.rank "env" list
-"serviceAccount" ""), optionally "rollingUpdate" (the strategy's maxSurge, maxUnavailable).
+"serviceAccount" ""), optionally "rollingUpdate" (the strategy's maxSurge, maxUnavailable),
+"httpPortName" (default http-metrics) and "noDeps" true (no Redis or Kafka settings: the console).
 `spec` supplies resources, nodeSelector, tolerations, affinity, extraEnv. */}}
 {{- define "recalloc.deployment" -}}
 {{- $root := .root -}}
@@ -237,11 +242,11 @@ containers:
         containerPort: {{ .grpcPort }}
         protocol: TCP
       {{- end }}
-      - name: http-metrics
+      - name: {{ .httpPortName | default "http-metrics" }}
         containerPort: {{ .httpPort }}
         protocol: TCP
     env:
-      {{- include "recalloc.env" $root | nindent 6 }}
+      {{- include "recalloc.env" (dict "root" $root "deps" (not .noDeps)) | nindent 6 }}
       {{- with .env }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -286,7 +291,9 @@ the new one ready before an old one leaves. */}}
 
 {{/* A Service for one component. Headless (clusterIP: None): DNS answers with every ready pod,
 so gRPC clients balance per request across replicas; a ClusterIP would pin each HTTP/2
-connection to one pod. */}}
+connection to one pod. "virtualIP" true makes it an ordinary ClusterIP Service (the console's
+page: browsers, port-forwards and Ingresses want one stable address, not gRPC balancing);
+"httpPortName" names the HTTP port (default http-metrics). */}}
 {{- define "recalloc.service" -}}
 apiVersion: v1
 kind: Service
@@ -295,7 +302,9 @@ metadata:
   labels:
     {{- include "recalloc.labels" . | nindent 4 }}
 spec:
+  {{- if not .virtualIP }}
   clusterIP: None
+  {{- end }}
   {{- with .publishNotReady }}
   publishNotReadyAddresses: true
   {{- end }}
@@ -313,9 +322,9 @@ spec:
       protocol: TCP
       appProtocol: grpc
     {{- end }}
-    - name: http-metrics
+    - name: {{ .httpPortName | default "http-metrics" }}
       port: {{ .httpPort }}
-      targetPort: http-metrics
+      targetPort: {{ .httpPortName | default "http-metrics" }}
       protocol: TCP
 {{- end -}}
 
