@@ -4,6 +4,11 @@
 // each panel: the numbers are judged by the Rust test.
 //
 //   node console.mjs URL --user U --item I --trace NAME --screenshot FILE.png [--bad-user U]
+//        [--token T]
+//
+// With --token the console is expected to ask for it: the page's first API calls are refused
+// (401, logged by the browser apart from the other errors), the login dialog opens, the token
+// is typed in, and from then on every call must carry it.
 //
 // RECALLOC_TEST_PLAYWRIGHT: the folder deploy/local/browser.sh installed playwright-core into.
 // RECALLOC_TEST_CHROMIUM: the browser (default /usr/bin/chromium).
@@ -25,8 +30,8 @@ if (!dir) throw new Error('RECALLOC_TEST_PLAYWRIGHT is not set (make test sets i
 const { chromium } = createRequire(path.join(dir, 'package.json'))('playwright-core');
 
 const started = Date.now();
-const out = { errors: [], bad_input_errors: [], timings_ms: {} };
-let errors = out.errors;
+const out = { errors: [], login_errors: [], bad_input_errors: [], timings_ms: {} };
+let errors = opts.token ? out.login_errors : out.errors;
 const browser = await chromium.launch({
   executablePath: process.env.RECALLOC_TEST_CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -43,6 +48,20 @@ try {
   out.status = response.status();
   out.content_type = response.headers()['content-type'];
   out.title = await page.title();
+  if (opts.token) {
+    await page.waitForSelector('#login[open]', { timeout: 30000 });
+    out.login = {
+      asked: true,
+      reason: await page.textContent('#login-reason'),
+      data_before: await page.evaluate(() => document.body.dataset.rounds ?? null),
+    };
+    await page.fill('#login-token', opts.token);
+    await page.click('#login-form button');
+    await page.waitForFunction(() => !document.getElementById('login').open, null, { timeout: 10000 });
+    await page.waitForFunction(() => Number(document.body.dataset.rounds || 0) >= 1, null, { timeout: 30000 });
+    out.login.token_kept = await page.evaluate(() => sessionStorage.getItem('recalloc-console-token') !== null);
+    errors = out.errors;
+  }
   // Two rounds of the console's reads: the request rates need two scrapes.
   await page.waitForFunction(() => Number(document.body.dataset.rounds || 0) >= 2, null, { timeout: 60000 });
   await page.waitForSelector('#deployment-list .deployment svg path', { state: 'attached', timeout: 60000 });

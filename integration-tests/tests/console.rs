@@ -28,6 +28,7 @@ const BOOKS: u32 = 300;
 const USER: &str = "23684";
 const ITEM: &str = "1";
 const TRACE: &str = "crane/input0";
+const TOKEN: &str = "browser-test-token";
 
 /// `data/goodbooks` cut to its first `books` books and their ratings (tags kept whole).
 fn goodbooks_subset(dir: &Path, books: u32) -> PathBuf {
@@ -183,6 +184,8 @@ async fn the_page_shows_what_the_services_answer() {
                 ("RECALLOC_SCHEDULER_METRICS_ADDR", &http_env),
                 ("RECALLOC_CONSOLE_HTTP_ADDR", &console_env),
                 ("RECALLOC_CONSOLE_REFRESH_MS", "1000"),
+                // Only the console has it: the page must ask for it and send it on every call.
+                ("RECALLOC_SECURITY_TOKEN", TOKEN),
             ],
         )
         .unwrap();
@@ -210,7 +213,7 @@ async fn the_page_shows_what_the_services_answer() {
         .arg(repo_root().join("integration-tests/browser/console.mjs"))
         .arg(format!("http://{console_addr}/"))
         .args(["--user", USER, "--item", ITEM, "--trace", TRACE])
-        .args(["--bad-user", "nobody-at-all"])
+        .args(["--bad-user", "nobody-at-all", "--token", TOKEN])
         .arg("--screenshot")
         .arg(&screenshot)
         .env("RECALLOC_TEST_PLAYWRIGHT", &playwright)
@@ -234,7 +237,17 @@ async fn the_page_shows_what_the_services_answer() {
         started.elapsed().as_secs_f64()
     );
 
-    // A page without errors, from the console.
+    // The token asked for once, before any data was shown; then a page without errors.
+    assert_eq!(page["login"]["asked"], true, "{page:#}");
+    assert_eq!(page["login"]["data_before"], Value::Null, "{page:#}");
+    assert_eq!(page["login"]["token_kept"], true, "{page:#}");
+    let refused = page["login_errors"].as_array().unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("HTTP 401")),
+        "{page:#}"
+    );
     assert_eq!(page["errors"], serde_json::json!([]), "{page:#}");
     assert_eq!(page["status"], 200);
     assert_eq!(page["content_type"], "text/html; charset=utf-8");
