@@ -348,13 +348,13 @@ async fn readiness_health_reflection_and_metrics_follow_the_broker() {
     assert_eq!(code, 200);
     assert!(
         metrics.contains(
-            "recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"0\"} 1"
+            "recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"0\",service=\"recalloc.v1.Ingest\"} 1"
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"3\"} 1"
+            "recalloc_grpc_requests_total{method=\"/recalloc.v1.Ingest/RecordEvents\",code=\"3\",service=\"recalloc.v1.Ingest\"} 1"
         ),
         "{metrics}"
     );

@@ -196,7 +196,7 @@ fn fmt_labels(l: &Labels, quantile: Option<f64>) -> String {
 pub const GRPC_REQUESTS: &str = "recalloc_grpc_requests_total";
 pub const GRPC_LATENCY: &str = "recalloc_grpc_request_duration_seconds";
 
-/// Tower layer counting gRPC calls by method and status code and timing them, for any tonic
+/// Tower layer counting gRPC calls by method, status code and service and timing them, for any tonic
 /// server. The status is read from the response headers, where tonic puts it for errors
 /// (trailers-only responses); a response without one is a success whose status follows in the
 /// trailers.
@@ -256,10 +256,20 @@ where
                     .to_owned(),
                 Err(_) => "transport".to_owned(),
             };
-            let l = [("method", method.as_str()), ("code", code.as_str())];
+            // `/pkg.Service/Method` → `pkg.Service`: what the scheduler's demand signals select.
+            let service = method
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("");
+            let l = [
+                ("method", method.as_str()),
+                ("code", code.as_str()),
+                ("service", service),
+            ];
             metrics.inc_counter(
                 GRPC_REQUESTS,
-                "gRPC requests by method and status code",
+                "gRPC requests by method, status code and service",
                 &l,
                 1,
             );
