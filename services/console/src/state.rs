@@ -156,18 +156,17 @@ impl Snapshot {
     }
 
     /// The plan of `process`'s Deployment: the one of that name, else one whose name ends in
-    /// `-<name>` (a release prefix).
+    /// `-<name>` (a release prefix), else `-<name>-cpu` (the Helm chart's embed API runs as
+    /// `<release>-embed-cpu`, beside an optional `-gpu` variant).
     fn deployment_of(&self, t: &Target) -> Option<&recalloc_proto::v1::DeploymentPlan> {
         let plan = self.plan.as_ref().ok()?;
         let suffix = format!("-{}", t.name);
-        plan.deployments
-            .iter()
-            .find(|d| d.deployment == t.process)
-            .or_else(|| {
-                plan.deployments
-                    .iter()
-                    .find(|d| d.deployment.ends_with(&suffix))
-            })
+        let cpu_variant = format!("-{}-cpu", t.name);
+        let named =
+            |want: &dyn Fn(&str) -> bool| plan.deployments.iter().find(|d| want(&d.deployment));
+        named(&|d| d == t.process)
+            .or_else(|| named(&|d| d.ends_with(&suffix)))
+            .or_else(|| named(&|d| d.ends_with(&cpu_variant)))
     }
 }
 
@@ -500,6 +499,41 @@ mod tests {
         let d = deployments(&s);
         assert_eq!(d.deployments.len(), 1);
         assert_eq!(d.deployments[0].forecast_error.as_deref(), Some(NOT_READ));
+    }
+
+    #[test]
+    fn a_release_prefix_and_the_charts_cpu_variant_find_the_deployment() {
+        let mut s = Snapshot::new(
+            vec![Target {
+                name: "embed",
+                process: "recalloc-embed",
+                url: "http://127.0.0.1:9102".into(),
+                lag_gauge: None,
+            }],
+            1000,
+        );
+        let plan = |names: &[&str]| Plan {
+            deployments: names
+                .iter()
+                .enumerate()
+                .map(|(n, d)| DeploymentPlan {
+                    deployment: d.to_string(),
+                    current_replicas: n as u32 + 1,
+                    replicas: vec![n as u32 + 1],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        s.planned(Ok(plan(&["shop-embed-worker", "shop-embed-cpu"])));
+        let o = overview(&s);
+        assert_eq!(o.services[0].deployment.as_deref(), Some("shop-embed-cpu"));
+        assert_eq!(o.services[0].replicas.map(|r| r.current), Some(2));
+        s.planned(Ok(plan(&["shop-embed-cpu", "shop-embed"])));
+        let o = overview(&s);
+        assert_eq!(o.services[0].deployment.as_deref(), Some("shop-embed"));
+        s.planned(Ok(plan(&["shop-embed-worker"])));
+        assert_eq!(overview(&s).services[0].deployment, None);
     }
 
     #[test]
