@@ -42,6 +42,14 @@ fn status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Resident bytes once the allocator has handed freed pages back, so that a delta measures
+/// what is held rather than what was freed and kept.
+fn resident_after_trim() -> u64 {
+    // SAFETY: malloc_trim only releases free memory of glibc's allocator.
+    unsafe { libc::malloc_trim(0) };
+    status_bytes("VmRSS:")
+}
+
 fn fail(msg: String) -> ! {
     eprintln!("cost_curve: {msg}");
     std::process::exit(1)
@@ -141,12 +149,12 @@ async fn main() {
                 // What a replica holds: the model decoded from its stored bytes, then served.
                 let stored = postcard::to_allocvec(&model).unwrap_or_else(|e| fail(e.to_string()));
                 drop(model);
-                let before = status_bytes("VmRSS:");
+                let before = resident_after_trim();
                 let decoded = recalloc_rank::store::decode_model("cost", &stored)
                     .unwrap_or_else(|e| fail(e.to_string()));
                 let served = Served::with_ann(decoded, &AnnSettings::default_for_serving());
                 row["model_bytes"] = stored.len().into();
-                row["served_bytes"] = status_bytes("VmRSS:").saturating_sub(before).into();
+                row["served_bytes"] = resident_after_trim().saturating_sub(before).into();
                 drop(served);
             }
         }
