@@ -61,7 +61,12 @@ side() {
 }
 median() { python3 -c 'import json,sys; r=sorted((json.loads(l) for l in sys.stdin), key=lambda d: d["requests_per_s"]); print(json.dumps(r[len(r)//2]))'; }
 serve_row() {  # label catalogue json
-  python3 -c 'import json,sys; a=json.loads(sys.argv[3]); print(f"| '"$day"' | '"$cores"' cores | {sys.argv[2]} | {sys.argv[1]} | {a[\"clients\"]} | {a[\"requests_per_s\"]:.0f} | {a[\"p50_ms\"]:.2f} | {a[\"p99_ms\"]:.2f} | {a[\"errors\"]} |")' "$@"
+  python3 - "$day" "$cores" "$@" <<'PY'
+import json, sys
+day, cores, label, catalogue, raw = sys.argv[1:6]
+a = json.loads(raw)
+print(f"| {day} | {cores} cores | {catalogue} | {label} | {a['clients']} | {a['requests_per_s']:.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['errors']} |")
+PY
 }
 section="## Ranking: Recommend over gRPC, today's rank against the reference"
 intro="Closed loop as in \"Recommend over gRPC\" (top-10, seen items excluded, 16 clients, 20 s, first 2 s not counted), client and server on the same cores; the two servers answer in turns, 3 rounds each, median round shown. The reference is the rank binary of commit $REF (every item scored, a HashSet of seen items per request). Goal at 10,000 items: ≥ 10,000 req/s with p99 ≤ 5 ms; at 1,000,000: p99 ≤ 10 ms."
