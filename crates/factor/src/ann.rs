@@ -124,15 +124,12 @@ impl IvfIndex {
         );
         let n = rows.len() / width;
         let lists = p.lists.clamp(1, n.max(1));
-        let max_norm = rows
-            .chunks_exact(width)
-            .map(|r| dot(r, r))
-            .fold(0f32, f32::max)
-            .sqrt()
-            .max(1e-12);
+        let norms = row_norms(rows, width);
+        let max_norm = norms.iter().copied().fold(0f32, f32::max).max(1e-12);
         let augmented = Augmented {
             rows,
             width,
+            norms: &norms,
             max_norm,
         };
         let mut rng = StdRng::seed_from_u64(p.seed);
@@ -180,7 +177,7 @@ impl IvfIndex {
                 nearest_serial(&block, w1, &centroids)
             })
             .collect();
-        Self::from_assignment(rows, width, lists, centroids, &assign, p.probes)
+        Self::from_assignment(rows, &norms, width, lists, centroids, &assign, p.probes)
     }
 
     /// One list holding every item, longest first: a search scans it until the Cauchy–Schwarz
@@ -193,11 +190,14 @@ impl IvfIndex {
         let n = rows.len() / width;
         let mut centroid = vec![0f32; width + 1];
         centroid[width] = 1.0;
-        Self::from_assignment(rows, width, 1, centroid, &vec![0; n], 1)
+        let norms = row_norms(rows, width);
+        Self::from_assignment(rows, &norms, width, 1, centroid, &vec![0; n], 1)
     }
 
+    /// The lists from each row's list (`assign`), members longest first; `norms` are the rows'.
     fn from_assignment(
         rows: &[f32],
+        norms: &[f32],
         width: usize,
         lists: usize,
         centroids: Vec<f32>,
@@ -218,10 +218,7 @@ impl IvfIndex {
             members[next[l as usize] as usize] = i as u32;
             next[l as usize] += 1;
         }
-        let norm_of = |i: u32| {
-            let r = &rows[i as usize * width..(i as usize + 1) * width];
-            dot(r, r).sqrt()
-        };
+        let norm_of = |i: u32| norms[i as usize];
         for l in 0..lists {
             members[offsets[l] as usize..offsets[l + 1] as usize]
                 .sort_by(|a, b| norm_of(*b).total_cmp(&norm_of(*a)).then(a.cmp(b)));
@@ -369,10 +366,16 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// `|row|` of each `width`-wide row.
+fn row_norms(rows: &[f32], width: usize) -> Vec<f32> {
+    rows.chunks_exact(width).map(|r| dot(r, r).sqrt()).collect()
+}
+
 /// The rows seen on the sphere: `[y, √(M² − |y|²)] / M`.
 struct Augmented<'a> {
     rows: &'a [f32],
     width: usize,
+    norms: &'a [f32],
     max_norm: f32,
 }
 
@@ -380,7 +383,7 @@ impl Augmented<'_> {
     fn row(&self, i: usize) -> impl Iterator<Item = f32> + '_ {
         let y = &self.rows[i * self.width..(i + 1) * self.width];
         let m = self.max_norm;
-        let rest = (1.0 - dot(y, y) / (m * m)).max(0.0).sqrt();
+        let rest = (1.0 - (self.norms[i] / m).powi(2)).max(0.0).sqrt();
         y.iter().map(move |v| v / m).chain(std::iter::once(rest))
     }
 }
