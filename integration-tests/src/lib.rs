@@ -921,6 +921,18 @@ assert p.flush(30) == 0
         Ok(self.cli_command(args).output()?)
     }
 
+    /// `recalloc load goodbooks DIR`; panics with the CLI's message when it fails.
+    pub fn load_goodbooks(&self, dir: &Path) {
+        let out = self
+            .cli(&["load", "goodbooks", dir.to_str().expect("a UTF-8 path")])
+            .expect("the CLI runs");
+        assert!(
+            out.status.success(),
+            "recalloc load goodbooks failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `recalloc rebuild` with the featurizer stopped first (the CLI replays the topics
     /// itself); panics with the CLI's message when it fails.
     pub fn rebuild(&mut self) {

@@ -113,14 +113,7 @@ async fn the_page_shows_what_the_services_answer() {
 
     // A little of the goodbooks data, every book embedded, a hybrid model.
     let data = goodbooks_subset(c.dir.path(), BOOKS);
-    let out = c
-        .cli(&["load", "goodbooks", data.to_str().unwrap()])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.load_goodbooks(&data);
     let mut con = c.redis_con().await.unwrap();
     wait_events(&mut con, 30_622, Duration::from_secs(120))
         .await

@@ -91,14 +91,7 @@ async fn rank_killed_mid_training_serves_the_last_model_and_frees_the_lock() {
     let mut c = Cluster::start().unwrap();
     c.start_rank().unwrap();
     let dir = recalloc_integration_tests::repo_root().join("data/goodbooks");
-    let out = c
-        .cli(&["load", "goodbooks", dir.to_str().unwrap()])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.load_goodbooks(&dir);
     let mut con = c.redis_con().await.unwrap();
     recalloc_integration_tests::wait_quiet(&mut con, Duration::from_secs(120))
         .await
