@@ -381,18 +381,21 @@ impl RankService {
         model
             .metrics
             .insert(EVENTS_AT_TRAINING.into(), events as f64);
+        // Served (and its index) is built before the model becomes current and goes into the slot
+        // right after, so this replica's poller finds the new version loaded instead of decoding
+        // it and building the index a second time.
+        let ann = crate::server::ann_settings(&self.cfg);
+        let served = tokio::task::spawn_blocking(move || Served::with_ann(model, &ann))
+            .await
+            .map_err(|e| RankError::Internal(e.to_string()))?;
         let meta = store::save_model(
             con,
-            &model,
+            &served.model,
             self.cfg.rank.chunk_bytes as usize,
             self.cfg.rank.keep_versions as usize,
         )
         .await?;
         tracing::info!(version = %meta.version, algorithm = %meta.algorithm, users = meta.users, items = meta.items, bytes = meta.bytes, fit_seconds, "model trained and stored");
-        let ann = crate::server::ann_settings(&self.cfg);
-        let served = tokio::task::spawn_blocking(move || Served::with_ann(model, &ann))
-            .await
-            .map_err(|e| RankError::Internal(e.to_string()))?;
         let info = model_info(&served);
         self.models.store(Some(Arc::new(served)));
         Ok(TrainResponse {
