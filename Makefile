@@ -17,9 +17,11 @@ deps:
 	@bash deploy/local/libtorch.sh
 	@bash deploy/local/model.sh
 
-## Fetch all-MiniLM-L6-v2 into models/ (git-ignored).
+## Fetch a model into models/<MODEL> (git-ignored): all-MiniLM-L6-v2 (the default) or
+## all-mpnet-base-v2; the service runs the one RECALLOC_EMBED_MODEL_DIR names.
+MODEL ?= all-MiniLM-L6-v2
 model:
-	bash deploy/local/model.sh
+	bash deploy/local/model.sh $(MODEL)
 
 install:
 	bash deploy/local/install.sh

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local cluster and the tests need when it is missing:
 #   - redis-server and promtool (Debian packages redis-server, prometheus)
-#   - libtorch (PyPI torch wheel, deploy/local/libtorch.sh) and the MiniLM model
-#     (deploy/local/model.sh)
+#   - libtorch (PyPI torch wheel, deploy/local/libtorch.sh) and the models all-MiniLM-L6-v2
+#     (the default) and all-mpnet-base-v2 (deploy/local/model.sh)
 #   - Apache Kafka (deploy/local/kafka.sh install: the jars from Maven Central, about 55 MB,
 #     cached in ~/.cache/recalloc/kafka-<version>), with Java 17+ and Maven (Debian packages
 #     openjdk-17-jre-headless, maven) when the machine has none
@@ -36,5 +36,7 @@ bash "$root/deploy/local/kafka.sh" install
 
 bash "$root/deploy/local/libtorch.sh"
 bash "$root/deploy/local/model.sh"
+# The larger model, for its parity test (about 10 s and 419 MB of cache the first time).
+bash "$root/deploy/local/model.sh" all-mpnet-base-v2
 say "redis-server: $(command -v redis-server)"
 say "kafka: $KAFKA_VERSION in $kafka_root"

@@ -1,19 +1,29 @@
-//! A sentence-transformer read from its directory and run natively in libtorch: BERT-family
-//! encoder driven by `config.json`, weights from `model.safetensors`, mean (or CLS) pooling from
-//! `1_Pooling/config.json`, L2 normalisation when `modules.json` lists a Normalize module, and
-//! the truncation length from `sentence_bert_config.json`.
+//! A sentence-transformer read from its directory and run natively in libtorch: a BERT-family or
+//! MPNet encoder driven by `config.json` (`model_type` chooses), weights from
+//! `model.safetensors`, mean (or CLS) pooling from `1_Pooling/config.json`, L2 normalisation when
+//! `modules.json` lists a Normalize module, and the truncation length from
+//! `sentence_bert_config.json`.
 //!
-//! The forward pass is the one `transformers`' `BertModel` computes, with two changes that cost
-//! nothing in accuracy: query, key and value are one fused matrix product, and attention is
-//! libtorch's fused `scaled_dot_product_attention` with a boolean mask (none when the batch has
-//! no padding). Inference runs without gradients.
+//! The forward pass is the one `transformers`' `BertModel` (or `MPNetModel`) computes, with two
+//! changes that cost nothing in accuracy: query, key and value are one fused matrix product, and
+//! attention is libtorch's fused `scaled_dot_product_attention` with a boolean mask (none when the
+//! batch has no padding). Inference runs without gradients.
+//!
+//! MPNet (all-mpnet-base-v2) is the same post-LayerNorm transformer with other tensor names, no
+//! token-type embeddings, positions counted from `pad_token_id + 1` (as RoBERTa's), and a
+//! relative position bias added to every attention score: T5-style buckets of the distance
+//! between key and query (32 buckets, 16 per direction, exact below 8, logarithmic up to 128),
+//! one learned value per bucket and head (`encoder.relative_attention_bias`). As in
+//! `MPNetEncoder`, the bias is computed once per forward pass and shared by all layers; here its
+//! `[heads, L, L]` table for the longest sequence is made at load and each batch takes its
+//! top-left corner (the bias depends only on the distance).
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// What to run when the model directory is missing.
-pub const FETCH_HINT: &str = "run `make model` (deploy/local/model.sh) to fetch it";
+pub const FETCH_HINT: &str = "run `make model` (`make model MODEL=<name>` for another model; deploy/local/model.sh) to fetch it";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -54,7 +64,45 @@ pub struct BertConfig {
     pub position_embedding_type: String,
     #[serde(default)]
     pub model_type: String,
+    /// RoBERTa and MPNet count positions from `pad_token_id + 1`.
+    #[serde(default)]
+    pub pad_token_id: i64,
+    /// MPNet: rows of the relative attention bias table.
+    #[serde(default)]
+    pub relative_attention_num_buckets: i64,
 }
+
+/// The encoder families the native forward pass implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// BERT (and RoBERTa) layout: `embeddings.token_type_embeddings`, `attention.self.query`, …
+    Bert,
+    /// MPNet: `attention.attn.q`, …, and `encoder.relative_attention_bias`.
+    MpNet,
+}
+
+impl BertConfig {
+    pub fn architecture(&self) -> Architecture {
+        if self.model_type == "mpnet" {
+            Architecture::MpNet
+        } else {
+            Architecture::Bert
+        }
+    }
+
+    /// The position id of a sequence's first token: 0 for BERT, `pad_token_id + 1` for RoBERTa
+    /// and MPNet (their `create_position_ids_from_input_ids`).
+    pub fn position_offset(&self) -> i64 {
+        match self.model_type.as_str() {
+            "roberta" | "mpnet" => self.pad_token_id + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// MPNet's `compute_position_bias` always uses 32 buckets and a largest distance of 128.
+const MPNET_BUCKETS: i64 = 32;
+const MPNET_MAX_DISTANCE: f64 = 128.0;
 
 fn default_eps() -> f64 {
     1e-12
@@ -134,10 +182,20 @@ impl ModelSpec {
             });
         }
         let bert: BertConfig = read_json(&dir.join("config.json"))?;
-        if !bert.model_type.is_empty() && !["bert", "roberta"].contains(&bert.model_type.as_str()) {
+        if !bert.model_type.is_empty()
+            && !["bert", "roberta", "mpnet"].contains(&bert.model_type.as_str())
+        {
             return Err(ModelError::Unsupported(format!(
-                "model_type {:?} (a BERT-family encoder is needed)",
+                "model_type {:?} (a BERT-family or MPNet encoder is needed)",
                 bert.model_type
+            )));
+        }
+        if bert.architecture() == Architecture::MpNet
+            && bert.relative_attention_num_buckets < MPNET_BUCKETS
+        {
+            return Err(ModelError::Unsupported(format!(
+                "mpnet with relative_attention_num_buckets {} (at least {MPNET_BUCKETS} needed)",
+                bert.relative_attention_num_buckets
             )));
         }
         if bert.position_embedding_type != "absolute" {
@@ -175,10 +233,8 @@ impl ModelSpec {
         };
         let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
         let sb: SentenceBertConfig = read_json(&dir.join("sentence_bert_config.json"))?;
-        let max_seq_length = sb
-            .max_seq_length
-            .unwrap_or(bert.max_position_embeddings as usize)
-            .min(bert.max_position_embeddings as usize);
+        let positions = (bert.max_position_embeddings - bert.position_offset()).max(1) as usize;
+        let max_seq_length = sb.max_seq_length.unwrap_or(positions).min(positions);
         let name = dir
             .canonicalize()
             .unwrap_or_else(|_| dir.to_owned())
@@ -299,19 +355,45 @@ impl Layer {
     }
 }
 
-/// The encoder's weights on one device. `Tensor` is `Send` but not `Sync`: each inference thread
-/// takes its own [`BertEncoder::shallow_clone`], which shares the weight memory.
+/// The encoder's weights on one device (a BERT-family or MPNet encoder, see the module docs).
+/// `Tensor` is `Send` but not `Sync`: each inference thread takes its own
+/// [`BertEncoder::shallow_clone`], which shares the weight memory.
 pub struct BertEncoder {
     spec: ModelSpec,
     device: Device,
     kind: Kind,
     act: Activation,
     word: Tensor,
+    /// Position embeddings from the first real position on (`position_offset` rows skipped).
     position: Tensor,
-    token_type0: Tensor,
+    /// BERT: the type-0 token-type embedding added to every token; MPNet has none.
+    token_type0: Option<Tensor>,
     emb_ln_w: Tensor,
     emb_ln_b: Tensor,
+    /// MPNet: the relative position bias `[heads, L, L]` for `L = max_seq_length`.
+    relative_bias: Option<Tensor>,
     layers: Vec<Layer>,
+}
+
+/// MPNet's `relative_position_bucket` for every (query, key) pair of a sequence of `len`, as
+/// `[len, len]` int64, computed with the same libtorch operations (and so the same f32
+/// rounding) as `transformers`.
+pub fn mpnet_relative_buckets(len: i64) -> Tensor {
+    let pos = Tensor::arange(len, (Kind::Int64, Device::Cpu));
+    // relative_position = memory - context; n = -relative_position.
+    let n = -(pos.unsqueeze(0) - pos.unsqueeze(1));
+    let half = MPNET_BUCKETS / 2;
+    let sign = n.lt(0).to_kind(Kind::Int64) * half;
+    let n = n.abs();
+    let max_exact = half / 2;
+    let is_small = n.lt(max_exact);
+    let large = ((n.to_kind(Kind::Float) / max_exact as f64).log()
+        / (MPNET_MAX_DISTANCE / max_exact as f64).ln()
+        * (half - max_exact) as f64)
+        .to_kind(Kind::Int64)
+        + max_exact;
+    let large = large.clamp_max(half - 1);
+    sign + n.where_self(&is_small, &large)
 }
 
 /// Looks a tensor up by name, with or without a `bert.` / `roberta.` / `model.` prefix.
@@ -365,40 +447,87 @@ impl BertEncoder {
                 .collect(),
         );
         let c = &spec.bert;
+        let arch = c.architecture();
         let (h, ff) = (c.hidden_size, c.intermediate_size);
         let word = w.take("embeddings.word_embeddings.weight", &[c.vocab_size, h])?;
-        let position = w.take(
-            "embeddings.position_embeddings.weight",
-            &[c.max_position_embeddings, h],
-        )?;
-        let token_type =
-            w.0.keys()
-                .find(|k| k.ends_with("embeddings.token_type_embeddings.weight"))
-                .cloned()
-                .and_then(|k| w.0.remove(&k))
-                .ok_or_else(|| {
-                    ModelError::MissingTensor("embeddings.token_type_embeddings.weight".into())
-                })?;
-        let token_type0 = token_type.get(0);
+        let position = w
+            .take(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+            )?
+            .narrow(0, c.position_offset(), spec.max_seq_length as i64);
+        let token_type0 = match arch {
+            Architecture::Bert => Some(
+                w.0.keys()
+                    .find(|k| k.ends_with("embeddings.token_type_embeddings.weight"))
+                    .cloned()
+                    .and_then(|k| w.0.remove(&k))
+                    .ok_or_else(|| {
+                        ModelError::MissingTensor("embeddings.token_type_embeddings.weight".into())
+                    })?
+                    .get(0),
+            ),
+            Architecture::MpNet => None,
+        };
         let emb_ln_w = w.take("embeddings.LayerNorm.weight", &[h])?;
         let emb_ln_b = w.take("embeddings.LayerNorm.bias", &[h])?;
+        let relative_bias = match arch {
+            Architecture::Bert => None,
+            Architecture::MpNet => {
+                let heads = c.num_attention_heads;
+                let table = w.take(
+                    "encoder.relative_attention_bias.weight",
+                    &[c.relative_attention_num_buckets, heads],
+                )?;
+                let buckets = mpnet_relative_buckets(spec.max_seq_length as i64)
+                    .view([-1])
+                    .to_device(device);
+                let l = spec.max_seq_length as i64;
+                // [L·L, heads] → [heads, L, L]
+                Some(
+                    table
+                        .index_select(0, &buckets)
+                        .view([l, l, heads])
+                        .permute([2, 0, 1])
+                        .contiguous(),
+                )
+            }
+        };
+        // Tensor names of one layer: (query, key, value, attention output, its LayerNorm).
+        let names = match arch {
+            Architecture::Bert => [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+            ],
+            Architecture::MpNet => [
+                "attention.attn.q",
+                "attention.attn.k",
+                "attention.attn.v",
+                "attention.attn.o",
+                "attention.LayerNorm",
+            ],
+        };
+        let [q, k, v, o, ln] = names;
         let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{i}.");
             let mut t = |n: &str, shape: &[i64]| w.take(&format!("{p}{n}"), shape);
-            let q_w = t("attention.self.query.weight", &[h, h])?;
-            let k_w = t("attention.self.key.weight", &[h, h])?;
-            let v_w = t("attention.self.value.weight", &[h, h])?;
-            let q_b = t("attention.self.query.bias", &[h])?;
-            let k_b = t("attention.self.key.bias", &[h])?;
-            let v_b = t("attention.self.value.bias", &[h])?;
+            let q_w = t(&format!("{q}.weight"), &[h, h])?;
+            let k_w = t(&format!("{k}.weight"), &[h, h])?;
+            let v_w = t(&format!("{v}.weight"), &[h, h])?;
+            let q_b = t(&format!("{q}.bias"), &[h])?;
+            let k_b = t(&format!("{k}.bias"), &[h])?;
+            let v_b = t(&format!("{v}.bias"), &[h])?;
             layers.push(Layer {
                 qkv_w: Tensor::cat(&[q_w, k_w, v_w], 0).contiguous(),
                 qkv_b: Tensor::cat(&[q_b, k_b, v_b], 0).contiguous(),
-                out_w: t("attention.output.dense.weight", &[h, h])?,
-                out_b: t("attention.output.dense.bias", &[h])?,
-                ln1_w: t("attention.output.LayerNorm.weight", &[h])?,
-                ln1_b: t("attention.output.LayerNorm.bias", &[h])?,
+                out_w: t(&format!("{o}.weight"), &[h, h])?,
+                out_b: t(&format!("{o}.bias"), &[h])?,
+                ln1_w: t(&format!("{ln}.weight"), &[h])?,
+                ln1_b: t(&format!("{ln}.bias"), &[h])?,
                 ff1_w: t("intermediate.dense.weight", &[ff, h])?,
                 ff1_b: t("intermediate.dense.bias", &[ff])?,
                 ff2_w: t("output.dense.weight", &[h, ff])?,
@@ -418,6 +547,7 @@ impl BertEncoder {
             token_type0,
             emb_ln_w,
             emb_ln_b,
+            relative_bias,
             layers,
         })
     }
@@ -439,9 +569,10 @@ impl BertEncoder {
             act: self.act,
             word: self.word.shallow_clone(),
             position: self.position.shallow_clone(),
-            token_type0: self.token_type0.shallow_clone(),
+            token_type0: self.token_type0.as_ref().map(Tensor::shallow_clone),
             emb_ln_w: self.emb_ln_w.shallow_clone(),
             emb_ln_b: self.emb_ln_b.shallow_clone(),
+            relative_bias: self.relative_bias.as_ref().map(Tensor::shallow_clone),
             layers: self.layers.iter().map(Layer::shallow_clone).collect(),
         }
     }
@@ -474,14 +605,27 @@ impl BertEncoder {
         let mask = Tensor::f_from_slice(&mask)?
             .f_view([b, l])?
             .f_to_device(self.device)?;
-        let attn_mask = if padded {
-            Some(mask.f_to_kind(Kind::Bool)?.f_view([b, 1, 1, l])?)
-        } else {
-            None
+        let keys = mask.f_to_kind(Kind::Bool)?.f_view([b, 1, 1, l])?;
+        let attn_mask = match &self.relative_bias {
+            // BERT: a boolean mask over the keys, none without padding.
+            None => padded.then_some(keys),
+            // MPNet: the relative position bias added to every score (the same for all layers),
+            // padded keys at −∞.
+            Some(bias) => {
+                let bias = bias.f_narrow(1, 0, l)?.f_narrow(2, 0, l)?.f_unsqueeze(0)?;
+                Some(if padded {
+                    bias.f_masked_fill(&keys.f_logical_not()?, f64::NEG_INFINITY)?
+                } else {
+                    bias.f_contiguous()?
+                })
+            }
         };
         let x = self.word.f_index_select(0, &ids)?.f_view([b, l, h])?
-            + self.position.f_narrow(0, 0, l)?
-            + &self.token_type0;
+            + self.position.f_narrow(0, 0, l)?;
+        let x = match &self.token_type0 {
+            Some(t) => x + t,
+            None => x,
+        };
         let mut x = x.f_layer_norm([h], Some(&self.emb_ln_w), Some(&self.emb_ln_b), eps, false)?;
         for layer in &self.layers {
             let qkv = x
@@ -537,5 +681,55 @@ impl BertEncoder {
             .f_view([-1])?
             .try_into()?;
         Ok(flat.chunks(h as usize).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpnet_buckets_are_those_of_transformers() {
+        // Rows are queries, columns keys; n = query − key. Exact below 8 in each direction
+        // (keys after the query in the upper half of the buckets), logarithmic up to 128.
+        let b = mpnet_relative_buckets(200);
+        let at = |q: i64, k: i64| b.int64_value(&[q, k]);
+        assert_eq!(at(0, 0), 0);
+        assert_eq!(at(1, 0), 1);
+        assert_eq!(at(0, 1), 17);
+        assert_eq!(at(7, 0), 7);
+        assert_eq!(at(8, 0), 8);
+        // 8 + floor(ln(20/8) / ln(16) · 8) = 10
+        assert_eq!(at(20, 0), 10);
+        assert_eq!(at(0, 20), 26);
+        assert_eq!(at(127, 0), 15);
+        assert_eq!(at(199, 0), 15);
+        assert_eq!(at(0, 199), 31);
+        // Only the distance matters: a corner of the table is the table of a shorter sequence.
+        let small = mpnet_relative_buckets(50);
+        assert!(b.narrow(0, 0, 50).narrow(1, 0, 50).equal(&small));
+    }
+
+    #[test]
+    fn positions_start_after_the_padding_id_for_roberta_and_mpnet() {
+        let c = |model_type: &str, pad: i64| BertConfig {
+            hidden_size: 8,
+            num_attention_heads: 2,
+            num_hidden_layers: 1,
+            intermediate_size: 16,
+            max_position_embeddings: 514,
+            vocab_size: 10,
+            layer_norm_eps: 1e-5,
+            hidden_act: "gelu".into(),
+            position_embedding_type: "absolute".into(),
+            model_type: model_type.into(),
+            pad_token_id: pad,
+            relative_attention_num_buckets: 32,
+        };
+        assert_eq!(c("bert", 0).position_offset(), 0);
+        assert_eq!(c("mpnet", 1).position_offset(), 2);
+        assert_eq!(c("roberta", 1).position_offset(), 2);
+        assert_eq!(c("mpnet", 1).architecture(), Architecture::MpNet);
+        assert_eq!(c("", 0).architecture(), Architecture::Bert);
     }
 }
