@@ -535,3 +535,211 @@ async fn an_api_only_replica_serves_embed_and_leaves_the_topics_to_the_workers()
     c.start_embed().unwrap();
     wait_embedded(&c, 1, 0).await;
 }
+
+/// The model of every stored vector, by key, and the verified-model marker.
+async fn vector_models(con: &mut RedisConnection) -> (BTreeMap<String, String>, Option<String>) {
+    let keys: Vec<String> = con.scan_match("{rc}:vec:*:*").await.unwrap();
+    let mut out = BTreeMap::new();
+    for k in keys {
+        let m: Option<String> = redis::cmd("HGET")
+            .arg(&k)
+            .arg(vector_store::MODEL_FIELD)
+            .query_async(con)
+            .await
+            .unwrap();
+        out.insert(k, m.unwrap_or_default());
+    }
+    let verified: Option<String> = redis::cmd("GET")
+        .arg(vector_store::VECTOR_MODEL)
+        .query_async(con)
+        .await
+        .unwrap();
+    (out, verified)
+}
+
+/// Waits until all `n` stored vectors are of `model` and a sweep has verified it.
+async fn wait_all_of(con: &mut RedisConnection, model: &str, n: usize) {
+    let end = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (models, verified) = vector_models(con).await;
+        if models.len() == n
+            && models.values().all(|m| m == model)
+            && verified.as_deref() == Some(model)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "vectors not all of {model}: {:?}, verified {verified:?}",
+            models
+                .values()
+                .fold(BTreeMap::<&str, usize>::new(), |mut c, m| {
+                    *c.entry(m).or_default() += 1;
+                    c
+                })
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A model change (all-MiniLM-L6-v2 → all-mpnet-base-v2, 384 → 768 dimensions) re-embeds every
+/// stored vector in the background; a vector of another model written later is found again; the
+/// embed API and training read only vectors of one model meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_change_re_embeds_in_the_background_and_models_never_mix() {
+    let mpnet = recalloc_integration_tests::repo_root().join("models/all-mpnet-base-v2");
+    assert!(
+        mpnet.join("model.safetensors").is_file(),
+        "{} missing: run `make model MODEL=all-mpnet-base-v2` (make test does)",
+        mpnet.display()
+    );
+    let mut c = Cluster::start().unwrap();
+    c.extra_env = vec![("RECALLOC_EMBED_SWEEP_INTERVAL_S".into(), "1".into())];
+    c.start_embed().unwrap();
+    let mut ingest = c.grpc().await.unwrap();
+    let items: Vec<Item> = (0..24)
+        .map(|i| Item {
+            item_id: format!("m{i}"),
+            title: format!("Volume {i} on {}", ["tides", "comets", "gardens"][i % 3]),
+            description: String::new(),
+            tags: vec!["nonfiction".into()],
+            attributes: HashMap::new(),
+        })
+        .collect();
+    ingest
+        .upsert_items(UpsertItemsRequest { items })
+        .await
+        .unwrap();
+    let users: Vec<User> = (0..3)
+        .map(|u| User {
+            user_id: format!("r{u}"),
+            profile_text: format!("I read about {}", ["tides", "comets", "gardens"][u]),
+            attributes: HashMap::new(),
+        })
+        .collect();
+    ingest
+        .upsert_users(UpsertUsersRequest { users })
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..4)
+        .map(|k| Event {
+            event_id: format!("me{k}"),
+            user_id: "r0".into(),
+            item_id: format!("m{k}"),
+            kind: EventKind::Purchase as i32,
+            value: None,
+            timestamp_ms: now_ms() - 10_000 + k,
+            context: HashMap::new(),
+        })
+        .collect();
+    ingest
+        .record_events(RecordEventsRequest { events })
+        .await
+        .unwrap();
+    let mut con = c.redis_con().await.unwrap();
+    wait_all_of(&mut con, "all-MiniLM-L6-v2", 27).await;
+    let meta_before = vector_meta(&mut con).await;
+
+    // The same cluster, the embed service restarted on the larger model.
+    c.embed.as_mut().unwrap().terminate();
+    c.extra_env.push((
+        "RECALLOC_EMBED_MODEL_DIR".into(),
+        mpnet.display().to_string(),
+    ));
+    c.start_embed().unwrap();
+    let mut embed = c.embed_client().await.unwrap();
+    wait_all_of(&mut con, "all-mpnet-base-v2", 27).await;
+    // Every vector re-made (a new sha, of model and text), its time kept.
+    let meta_after = vector_meta(&mut con).await;
+    assert_eq!(meta_after.len(), meta_before.len());
+    for (k, before) in &meta_before {
+        let after = &meta_after[k];
+        assert_ne!(after[0], before[0], "{k}: sha");
+        assert_eq!(after[2], before[2], "{k}: updated_at_ms");
+    }
+    let v = embed
+        .get_item_vector(GetItemVectorRequest {
+            item_id: "m4".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.model, "all-mpnet-base-v2");
+    let direct = embed
+        .embed(texts(&["Volume 4 on comets. nonfiction"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(direct.dimension, 768);
+    let stored = v.vector.unwrap().values;
+    assert_eq!(stored.len(), 768);
+    assert!(cosine(&stored, &direct.vectors[0].values) > 0.9999);
+    let p = embed
+        .get_user_profile(GetUserProfileRequest {
+            user_id: "r0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.items_used, 4);
+    assert_eq!(p.fused.unwrap().values.len(), 768);
+
+    // With the service stopped, a vector of the old model arrives (as from an old replica still
+    // running during a rollout): it drops the verified marker, training leaves it out, and the
+    // API does not serve it as the current model's.
+    c.embed.as_mut().unwrap().terminate();
+    let old = vector_store::VectorStore::new(
+        con.clone(),
+        recalloc_store::vectors::Encoding::F16,
+        "all-MiniLM-L6-v2",
+    );
+    // Of the same record as the stored one (the item's time as the featurizer keeps it).
+    let at: String = redis::cmd("HGET")
+        .arg(recalloc_store::derived::item_key("m5"))
+        .arg("updated_at_ms")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let target = vector_store::Target {
+        owner: vector_store::Owner::Item,
+        id: "m5".into(),
+        text: "Volume 5 on gardens. nonfiction".into(),
+        updated_at_ms: at.parse().unwrap(),
+    };
+    assert_eq!(old.write(&[target], &[vec![0.05; 384]]).await.unwrap(), 1);
+    let (models, verified) = vector_models(&mut con).await;
+    assert_eq!(verified, None);
+    assert_eq!(
+        models[&vector_store::item_vector_key("m5")],
+        "all-MiniLM-L6-v2"
+    );
+    let data = recalloc_store::training::training_data(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(data.items.len(), 24);
+    for item in &data.items {
+        match item.id.as_str() {
+            "m5" => assert!(
+                item.vector.is_none(),
+                "the other model's vector is left out"
+            ),
+            _ => assert_eq!(item.vector.as_ref().map(Vec::len), Some(768), "{}", item.id),
+        }
+    }
+    // The sweep of the restarted service re-embeds it with the current model.
+    c.start_embed().unwrap();
+    wait_all_of(&mut con, "all-mpnet-base-v2", 27).await;
+    let data = recalloc_store::training::training_data(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        data.items
+            .iter()
+            .all(|i| i.vector.as_ref().map(Vec::len) == Some(768))
+    );
+    let (_, m) = http_get(c.embed_http, "/metrics").unwrap();
+    assert!(
+        m.contains("recalloc_embed_swept_total{reason=\"other_model\"}"),
+        "{m}"
+    );
+}

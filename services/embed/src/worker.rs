@@ -1,6 +1,7 @@
 //! The embed worker: a consumer on the items and users topics that keeps item vectors and user
 //! text vectors in Redis, plus a sweep that embeds what Redis knows but has no vector for (after
-//! `recalloc rebuild` wiped the state, or a Redis restart).
+//! `recalloc rebuild` wiped the state, or a Redis restart), and again what another model embedded
+//! (after a model change: vectors of different models never mix).
 //!
 //! Per batch: decode → ask the store which targets are stale (so a replay costs no inference) →
 //! encode them through the same batcher as the API → write (last-writer-wins, idempotent) →
@@ -37,7 +38,8 @@ const GAUGES: LagGauges = LagGauges {
     ),
 };
 const SWEPT: &str = "recalloc_embed_swept_total";
-const SWEPT_HELP: &str = "vectors written by the sweep for entities that had none";
+const SWEPT_HELP: &str =
+    "vectors written by the sweep, by reason: entities that had none, or one of another model";
 
 /// The topics the worker reads.
 pub const TOPICS: [&str; 2] = [topics::ITEMS, topics::USERS];
@@ -232,27 +234,47 @@ pub async fn run(
 async fn sweep(engine: Arc<Engine>, store: VectorStore, metrics: Arc<Metrics>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let missing = match store.missing().await {
-            Ok(m) => m,
+        sweep_once(&engine, &store, &metrics).await;
+    }
+}
+
+/// One sweep: entities without a vector, then those whose vector another model made (re-embedded
+/// by this one; the write replaces it since the model is part of the stored sha). Returns how
+/// many vectors were written.
+pub async fn sweep_once(engine: &Engine, store: &VectorStore, metrics: &Metrics) -> u64 {
+    let mut written = 0;
+    for reason in ["missing", "other_model"] {
+        let todo = match reason {
+            "missing" => store.missing().await,
+            _ => store.outdated().await,
+        };
+        let todo = match todo {
+            Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "sweep: redis unavailable");
-                continue;
+                return written;
             }
         };
-        if missing.is_empty() {
+        if todo.is_empty() {
             continue;
         }
         tracing::info!(
-            missing = missing.len(),
-            "sweep: embedding entities without a vector"
+            entities = todo.len(),
+            reason,
+            model = %engine.spec().name,
+            "sweep: embedding entities without a vector of this model"
         );
-        for chunk in missing.chunks(512) {
-            match embed_targets(&engine, &store, chunk.to_vec()).await {
-                Ok(n) => metrics.inc_counter(SWEPT, SWEPT_HELP, &[], n),
+        for chunk in todo.chunks(512) {
+            match embed_targets(engine, store, chunk.to_vec()).await {
+                Ok(n) => {
+                    written += n;
+                    metrics.inc_counter(SWEPT, SWEPT_HELP, &[("reason", reason)], n)
+                }
                 Err(e) => tracing::warn!(error = %e, "sweep: embedding failed"),
             }
         }
     }
+    written
 }
 
 async fn watch_lag(consumer: Arc<GroupConsumer>, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
