@@ -34,6 +34,7 @@ demo: build up
 	@bash deploy/local/settle.sh
 	$(CLI) train --algorithm hybrid
 	@for u in $(DEMO_USERS); do $(CLI) recommend --user $$u -k 5 --explain; done
+	@echo "offline, on a random 80/20 split of the same data: what Recommend serves against popularity, ALS and item-item neighbours"
 	$(CLI) eval goodbooks $(DEMO_DATA)
 	@echo "the scheduler's live plan for the services (dry run: planned, not applied):"
 	$(CLI) plan

@@ -34,6 +34,31 @@ else
   echo "MovieLens not found in $ml: explicit and implicit rows skipped (set MOVIELENS=DIR)"
 fi
 
+# What Recommend serves (the two-stage pipeline, or what training chose on validation)
+# against popularity and the `implicit` package's ALS and BPR (each tuned on a validation split
+# of the same training pairs, popularity for users without training pairs), on the same split
+# (`--export-split`), same run.
+quality() { # label, eval arguments…
+  local label=$1; shift
+  rm -rf "$w/split"
+  local ours peer
+  ours=$("$bin/recalloc" eval --export-split "$w/split" "$@" --json)
+  peer=$(OPENBLAS_NUM_THREADS=1 "$venv/bin/python" bench/peers/implicit_split.py "$w/split" "$cores" 2>/dev/null)
+  row=$(python3 bench/rank_rows.py quality "$day" "$label" "$ours" "$peer")
+  echo "quality: $row"
+  python3 bench/results.py $f "## Ranking: served against popularity and implicit" \
+    "NDCG@10 (metrics at 10, training items excluded) of what Recommend would serve — the pipeline's candidates (ALS top-100, co-occurrence neighbours of the newest 50 history items, trending, new items near the profile vector, popular) re-ranked by the factorization machine, or what training chose on its own validation split — against popularity and \`implicit\` 0.7 ALS and BPR, each with the best of a small grid on a validation split of the training pairs and popular items for users without training pairs, on the same split (\`recalloc eval … --export-split\`). Goal: served ≥ 1.10× the best peer and ≥ 1.2× popularity." \
+    "| date | data, split | served (chosen) | popularity | implicit ALS | implicit BPR | served / best peer | served / popularity |" "|---|---|---|---|---|---|---|---|" "$row"
+}
+if [ -f "$ml/u.data" ]; then
+  quality "MovieLens-100k, time split 80/20" movielens "$ml" --implicit --split time
+fi
+quality "goodbooks bundled (ratings + to-read), random 80/20" goodbooks data/goodbooks
+gb=${GOODBOOKS:-$root/../shared/data/goodbooks-10k}
+if [ -f "$gb/to_read_head101k.csv" ]; then
+  quality "goodbooks to_read_head101k, random 80/20" goodbooks "$gb" --interactions to-read
+fi
+
 # The goodbooks catalogue in the running cluster, embedded, with a current 64-factor model.
 bash deploy/local/up.sh >/dev/null
 if [ "$("$bin/recalloc" stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["events"])')" -lt 100000 ]; then

@@ -527,3 +527,146 @@ async fn hot_swap_under_load_fails_no_request_and_reaches_every_replica() {
     );
     assert!(orphans.is_empty(), "{orphans:?}");
 }
+
+/// A reader with 1,000 events on the 1,000 most popular books, under a history cap of 200:
+/// training sees only the newest 200, yet `exclude_seen` leaves out all 1,000 (the seen set),
+/// and books read after training too, in Recommend and RecommendBatch alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn exclude_seen_holds_for_every_item_ever_read_whatever_the_history_cap() {
+    let mut c = Cluster::infra().unwrap();
+    c.extra_env = vec![("RECALLOC_FEATURIZER_HISTORY_LEN".into(), "200".into())];
+    c.start_ingest().unwrap();
+    c.start_featurizer().unwrap();
+    c.start_rank().unwrap();
+    let mut ingest = c.grpc().await.unwrap();
+    let t = now_ms() - 86_400_000;
+    let event = |id: String, user: String, item: usize, at: i64| Event {
+        event_id: id,
+        user_id: user,
+        item_id: format!("p{item}"),
+        kind: EventKind::Purchase as i32,
+        value: None,
+        timestamp_ms: at,
+        context: HashMap::new(),
+    };
+    // 1,200 books; 40 other readers, whose reading makes p0 the most popular and p1199 the
+    // least (reader b reads p0 … p(1199 - 25 b)).
+    let books: Vec<Item> = (0..1200)
+        .map(|i| Item {
+            item_id: format!("p{i}"),
+            title: format!("Book {i}"),
+            ..Default::default()
+        })
+        .collect();
+    ingest
+        .upsert_items(UpsertItemsRequest { items: books })
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    for b in 0..40usize {
+        for item in (0..1200 - 25 * b).step_by(7 + b % 5) {
+            events.push(event(format!("bg{b}-{item}"), format!("b{b}"), item, t));
+        }
+    }
+    // The reader: the 1,000 most popular, oldest first.
+    for item in 0..1000 {
+        events.push(event(
+            format!("r-{item}"),
+            "reader".into(),
+            item,
+            t + item as i64,
+        ));
+    }
+    let n = events.len() as u64;
+    for chunk in events.chunks(500) {
+        ingest
+            .record_events(recalloc_proto::v1::RecordEventsRequest {
+                events: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut con = c.redis_con().await.unwrap();
+    wait_events(&mut con, n, Duration::from_secs(120))
+        .await
+        .unwrap();
+    wait_quiet(&mut con, Duration::from_secs(60)).await.unwrap();
+    let hist: usize = redis::cmd("LLEN")
+        .arg(recalloc_store::derived::user_history_key("reader"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(hist, 200, "the history list is capped");
+    assert_eq!(
+        recalloc_store::seen::seen_count(&mut con, "reader")
+            .await
+            .unwrap(),
+        1000
+    );
+
+    let mut rank = c.rank_client().await.unwrap();
+    rank.train(TrainRequest {
+        factors: 8,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let seen_by = |upto: usize| move |id: &str| id[1..].parse::<usize>().unwrap() < upto;
+    let answer = |r: recalloc_proto::v1::RecommendResponse| -> Vec<String> {
+        r.items.into_iter().map(|i| i.item_id).collect()
+    };
+    let got = answer(
+        rank.recommend(req("reader", 100))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(got.len(), 100);
+    assert!(
+        !got.iter().any(|i| seen_by(1000)(i)),
+        "seen items served: {got:?}"
+    );
+    // Without exclude_seen the model's favourites include books the reader has read.
+    let mut all = req("reader", 100);
+    all.exclude_seen = false;
+    let plain = answer(rank.recommend(all).await.unwrap().into_inner());
+    assert!(plain.iter().any(|i| seen_by(1000)(i)), "{plain:?}");
+
+    // Ten more books read after training: excluded from the next answers too.
+    let more: Vec<Event> = (1000..1010)
+        .map(|item| event(format!("r-{item}"), "reader".into(), item, now_ms()))
+        .collect();
+    ingest
+        .record_events(recalloc_proto::v1::RecordEventsRequest { events: more })
+        .await
+        .unwrap();
+    wait_events(&mut con, n + 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let got = answer(
+        rank.recommend(req("reader", 150))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(got.len(), 150);
+    assert!(!got.iter().any(|i| seen_by(1010)(i)), "{got:?}");
+    let batch = rank
+        .recommend_batch(RecommendBatchRequest {
+            requests: vec![req("reader", 150), req("b3", 10)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer(batch.responses[0].clone()), got, "batch = single");
+    assert_eq!(batch.responses[1].items.len(), 10);
+    // k above what is left: every unseen book, and only those (1,200 − 1,010).
+    let got = answer(
+        rank.recommend(req("reader", 1000))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(got.len(), 190);
+    assert!(!got.iter().any(|i| seen_by(1010)(i)));
+}

@@ -169,7 +169,9 @@ impl Default for IngestConfig {
 pub struct FeaturizerConfig {
     pub metrics_addr: SocketAddr,
     pub group_id: String,
-    /// Events kept per user in the recent-history list.
+    /// Events kept per user in the history list: what training reads (the newest this many per
+    /// user). `exclude_seen` does not depend on it (every item a user ever had an event on is
+    /// in the user's seen set).
     pub history_len: u32,
     /// How long an event id is remembered after the event was produced, in seconds: a record
     /// with the same id produced within this window is not applied again (a client's retry, a
@@ -184,7 +186,7 @@ impl Default for FeaturizerConfig {
         Self {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9105)),
             group_id: "recalloc-featurizer".into(),
-            history_len: 200,
+            history_len: 10_000,
             dedup_window_s: 86_400,
             batch_size: 500,
         }

@@ -190,6 +190,43 @@ pub fn read_triples(
     Ok(out)
 }
 
+/// Reads `user,item` pairs (a header line is skipped), each an interaction of value 1.
+pub fn read_pairs(
+    path: &std::path::Path,
+    users: &mut IdMap,
+    items: &mut IdMap,
+) -> Result<Vec<Triple>, DataError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line
+            .split(['\t', ',', ' '])
+            .filter(|s| !s.is_empty())
+            .collect();
+        if f.is_empty() || (n == 0 && f[0].parse::<i64>().is_err()) {
+            continue;
+        }
+        if f.len() < 2 {
+            return Err(DataError::Parse {
+                path: p.clone(),
+                line: n + 1,
+                reason: format!("{} field, want user item", f.len()),
+            });
+        }
+        out.push(Triple {
+            user: users.get_or_insert(f[0]),
+            item: items.get_or_insert(f[1]),
+            value: 1.0,
+            ts: 0,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,10 @@ use crate::als::{self, AlsParams};
 use crate::data::{Csr, DataError, IdMap, Triple, read_triples};
 use crate::linalg::dot;
 use crate::metrics::{RankingAccumulator, RankingMetrics, rmse_mae};
+use crate::pipeline::{self, PipelineSettings};
 use crate::sgd::{self, SgdParams};
 use crate::topk::top_k;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -329,15 +330,205 @@ pub fn implicit_split(
     })
 }
 
-/// goodbooks-10k ratings (`ratings.csv` or `ratings_sample_100k.csv`: user_id,book_id,rating).
-pub fn read_goodbooks(dir: &Path) -> Result<(Vec<Triple>, usize, usize), DataError> {
-    let path = ["ratings.csv", "ratings_sample_100k.csv"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| dir.join("ratings.csv"));
+/// Every model of [`models_split`] on one split: ranking metrics at `k` per model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelsReport {
+    pub split: Split,
+    pub train: usize,
+    pub test: usize,
+    pub k: usize,
+    /// `popularity`, `trending` (with times), `item_knn`, `als` and `served` (what Recommend
+    /// answers: the pipeline's choice).
+    pub models: BTreeMap<String, RankingMetrics>,
+    /// What training chose to serve and its validation figures.
+    pub served: String,
+    pub validation: BTreeMap<String, f64>,
+    pub fit_seconds: f64,
+    pub als_params: AlsParams,
+}
+
+/// Ranking metrics of per-user recommendation lists (best first, training items excluded).
+pub fn rank_lists(
+    test: &[Triple],
+    recommend: impl Fn(u32) -> Vec<u32> + Sync,
+    k: usize,
+) -> RankingMetrics {
+    let mut relevant: BTreeMap<u32, HashSet<u32>> = BTreeMap::new();
+    for t in test {
+        relevant.entry(t.user).or_default().insert(t.item);
+    }
+    let users: Vec<(&u32, &HashSet<u32>)> = relevant.iter().collect();
+    let lists: Vec<Vec<u32>> = {
+        use rayon::prelude::*;
+        users.par_iter().map(|(u, _)| recommend(**u)).collect()
+    };
+    let mut acc = RankingAccumulator::new(k);
+    for ((_, rel), rec) in users.iter().zip(&lists) {
+        acc.add(rec, rel);
+    }
+    acc.finish()
+}
+
+/// The whole pipeline (as the rank service trains and serves it), plain ALS, item-item
+/// neighbours, trending and popularity on one split. `ts` in ms (0 = unknown).
+pub fn models_split(
+    triples: &[Triple],
+    n_users: usize,
+    n_items: usize,
+    how: Split,
+    p: &AlsParams,
+    s: &PipelineSettings,
+    k: usize,
+) -> Result<ModelsReport, String> {
+    let (train, test) = split(triples, how)?;
+    let train: Vec<Triple> = train
+        .into_iter()
+        .map(|t| Triple { value: 1.0, ..t })
+        .collect();
+    let by_user = Csr::build(&train, n_users, false);
+    let hist = pipeline::Histories::build(&train, n_users);
+    let t0 = Instant::now();
+    let trained = pipeline::train(&train, n_users, n_items, p, (&[], 0), &[], s);
+    let fit_seconds = t0.elapsed().as_secs_f64();
+    let sig = &trained.pipeline.signals;
+    let m = &trained.model;
+    let unseen = |u: u32| {
+        let seen = by_user.row(u as usize).0;
+        move |i: u32| seen.binary_search(&i).is_err()
+    };
+    let ranked = |order: &[u32], u: u32| -> Vec<u32> {
+        let keep = unseen(u);
+        order.iter().copied().filter(|&i| keep(i)).take(k).collect()
+    };
+    let cat = pipeline::Catalogue {
+        factors: m.factors,
+        item_factors: &m.item_factors,
+        text_dim: 0,
+        item_text: &[],
+        tags: &[],
+    };
+    let mut models = BTreeMap::new();
+    models.insert(
+        "popularity".to_owned(),
+        rank_lists(&test, |u| ranked(&sig.popular_order, u), k),
+    );
+    if sig.timed {
+        models.insert(
+            "trending".to_owned(),
+            rank_lists(&test, |u| ranked(&sig.trending_order, u), k),
+        );
+    }
+    // As the rank service does: a user without training interactions gets popular items.
+    models.insert(
+        "als".to_owned(),
+        rank_lists(
+            &test,
+            |u| {
+                let seen = by_user.row(u as usize).0;
+                if seen.is_empty() {
+                    return ranked(&sig.popular_order, u);
+                }
+                pipeline::cf_top(m, u as usize, k, seen)
+                    .iter()
+                    .map(|x| x.index)
+                    .collect()
+            },
+            k,
+        ),
+    );
+    models.insert(
+        "item_knn".to_owned(),
+        rank_lists(
+            &test,
+            |u| {
+                let seen = by_user.row(u as usize).0;
+                let mut near: HashMap<u32, f32> = HashMap::new();
+                for &h in seen {
+                    let (js, vs) = sig.neighbours.row(h as usize);
+                    for (&j, &v) in js.iter().zip(vs) {
+                        *near.entry(j).or_insert(0.0) += v;
+                    }
+                }
+                let mut top = crate::topk::TopK::new(k);
+                for (&j, &v) in &near {
+                    top.offer(j, v, unseen(u));
+                }
+                let mut out: Vec<u32> = top.into_sorted().iter().map(|x| x.index).collect();
+                for i in ranked(&sig.popular_order, u) {
+                    if !out.contains(&i) {
+                        out.push(i);
+                    }
+                }
+                out.truncate(k);
+                out
+            },
+            k,
+        ),
+    );
+    models.insert(
+        "served".to_owned(),
+        rank_lists(
+            &test,
+            |u| pipeline::recommend_for(&trained, &by_user, &hist, &cat, u, k),
+            k,
+        ),
+    );
+    Ok(ModelsReport {
+        split: how,
+        train: train.len(),
+        test: test.len(),
+        k,
+        models,
+        served: trained.pipeline.choice.name().to_owned(),
+        validation: trained.pipeline.validation.clone(),
+        fit_seconds,
+        als_params: *p,
+    })
+}
+
+/// goodbooks-10k interactions: `ratings.csv` (or `ratings_sample_100k.csv`: user_id,book_id,
+/// rating) and/or `to_read.csv` (or `to_read_head101k.csv`: user_id,book_id; optional when
+/// ratings are read too), each pair once.
+pub fn read_goodbooks(
+    dir: &Path,
+    ratings: bool,
+    to_read: bool,
+) -> Result<(Vec<Triple>, usize, usize), DataError> {
+    let find = |names: &[&str]| {
+        names
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| dir.join(names[0]))
+    };
     let (mut users, mut items) = (IdMap::default(), IdMap::default());
-    let triples = read_triples(&path, &mut users, &mut items)?;
+    let mut triples = Vec::new();
+    if ratings {
+        triples = read_triples(
+            &find(&["ratings.csv", "ratings_sample_100k.csv"]),
+            &mut users,
+            &mut items,
+        )?;
+    }
+    let to_read_path = find(&["to_read.csv", "to_read_head101k.csv"]);
+    // With ratings too, the to-read marks are optional.
+    if to_read && (to_read_path.is_file() || !ratings) {
+        let path = to_read_path;
+        let before = triples.len();
+        triples.extend(crate::data::read_pairs(&path, &mut users, &mut items)?);
+        // A book both rated and marked to read is one interaction.
+        let mut pairs: HashSet<(u32, u32)> =
+            triples[..before].iter().map(|t| (t.user, t.item)).collect();
+        let mut keep = vec![true; triples.len()];
+        for (n, t) in triples.iter().enumerate().skip(before) {
+            keep[n] = pairs.insert((t.user, t.item));
+        }
+        let mut n = 0;
+        triples.retain(|_| {
+            n += 1;
+            keep[n - 1]
+        });
+    }
     Ok((triples, users.len(), items.len()))
 }
 

@@ -10,6 +10,7 @@ use crate::als::ImplicitModel;
 use crate::ann::{AnnSettings, IvfIndex};
 use crate::data::Csr;
 use crate::linalg::{cholesky_solve, dot, gram, mat_vec};
+use crate::pipeline::{Catalogue, Pipeline, Source, UserInput};
 use crate::sgd::ExplicitModel;
 use crate::topk::{Scored, TopK, top_k};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -65,6 +66,9 @@ pub struct Model {
     pub cold_items: Vec<u32>,
     /// Figures measured at training time (e.g. train RMSE, held-out NDCG).
     pub metrics: BTreeMap<String, f64>,
+    /// The second stage (candidates from several sources, a learned ranker) and what training
+    /// chose to serve; `None` for explicit MF.
+    pub pipeline: Option<Pipeline>,
 }
 
 impl Model {
@@ -118,6 +122,7 @@ impl Model {
             item_text: p.item_text,
             cold_items: Vec::new(),
             metrics: BTreeMap::new(),
+            pipeline: None,
         }
     }
 
@@ -203,6 +208,18 @@ pub fn map_text_to_factors(m: &mut Model, trained: &[bool], ridge: f64) -> usize
     m.cold_items.len()
 }
 
+/// Each item's tags as numbers (the tag names in sorted order), as training and serving both
+/// number them.
+pub fn tag_ids(tags: &[Vec<String>]) -> Vec<Vec<u32>> {
+    let mut names: Vec<&str> = tags.iter().flatten().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let number: HashMap<&str, u32> = names.into_iter().zip(0..).collect();
+    tags.iter()
+        .map(|ts| ts.iter().map(|t| number[t.as_str()]).collect())
+        .collect()
+}
+
 /// Which items a request may return.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -240,6 +257,15 @@ pub enum Query {
     Popular,
 }
 
+/// One recommended item and the candidate sources that proposed it ([`Source`] names, or
+/// `"text"` for a text-only user's cosine ranking).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommended {
+    pub index: u32,
+    pub score: f32,
+    pub sources: Vec<&'static str>,
+}
+
 /// Include lists up to this size are scored item by item when the model has an index.
 const SCORE_INCLUDED_DIRECTLY: usize = 4096;
 
@@ -252,6 +278,8 @@ pub struct Served {
     item_norms: Vec<f32>,
     /// (YᵀY + λI) for implicit fold-in and explanations, or (QᵀQ + λI) for explicit fold-in.
     gram_reg: Vec<f64>,
+    /// Tag ids per item (the pipeline's tag-affinity feature).
+    tag_ids: Vec<Vec<u32>>,
     /// The item factors (explicit MF: with the bias as one more column) as an index: many lists
     /// (approximate) for catalogues above [`AnnSettings::min_items`], else one list (exact).
     /// Either way a list is scanned longest first and stops where no later item can enter.
@@ -285,6 +313,7 @@ impl Served {
                 tag_index.entry(t.clone()).or_default().push(i as u32);
             }
         }
+        let tag_ids = tag_ids(&model.tags);
         let k = model.factors.max(1);
         let item_norms = model
             .item_factors
@@ -317,6 +346,7 @@ impl Served {
             user_index,
             item_index,
             tag_index,
+            tag_ids,
             item_norms,
             gram_reg,
             index,
@@ -467,9 +497,120 @@ impl Served {
         exclude_seen: bool,
         filter: &Filter,
     ) -> Result<Vec<Scored>, ServeError> {
+        Ok(self
+            .recommend_with_sources(q, k, exclude_seen, filter)?
+            .into_iter()
+            .map(|r| Scored {
+                index: r.index,
+                score: r.score,
+            })
+            .collect())
+    }
+
+    /// [`Served::recommend`], each item with the sources that proposed it. A model with a
+    /// pipeline serves what training chose on validation (the re-ranked candidates, the factor
+    /// model alone, or popularity) for users of the model, folded-in users and users with
+    /// nothing known; a text-only user and a request with an include filter get the plain
+    /// path. When the candidates are fewer than `k`, the plain path's next items follow, scored
+    /// below them.
+    pub fn recommend_with_sources(
+        &self,
+        q: &Query,
+        k: usize,
+        exclude_seen: bool,
+        filter: &Filter,
+    ) -> Result<Vec<Recommended>, ServeError> {
         if k == 0 {
             return Err(invalid("k", "must be at least 1"));
         }
+        let plain_source = match q {
+            Query::Known(_) | Query::Folded { .. } => Source::Factors.name(),
+            Query::Text(_) => "text",
+            Query::Popular => Source::Popular.name(),
+        };
+        let plain = |items: Vec<Scored>| -> Vec<Recommended> {
+            items
+                .into_iter()
+                .map(|x| Recommended {
+                    index: x.index,
+                    score: x.score,
+                    sources: vec![plain_source],
+                })
+                .collect()
+        };
+        let pipeline = self.model.pipeline.as_ref().filter(|_| {
+            filter.include_items.is_empty()
+                && filter.include_tags.is_empty()
+                && !matches!(q, Query::Text(_))
+        });
+        let Some(p) = pipeline else {
+            return Ok(plain(self.recommend_plain(q, k, exclude_seen, filter)?));
+        };
+        let (_, exclude) = self.resolve(filter)?;
+        let (seen_row, folded_seen): (&[u32], HashSet<u32>) = match q {
+            Query::Known(u) if exclude_seen => (self.model.seen.row(*u as usize).0, HashSet::new()),
+            Query::Folded { seen, .. } if exclude_seen => (&[], seen.iter().copied().collect()),
+            _ => (&[], HashSet::new()),
+        };
+        let keep = |i: u32| {
+            seen_row.binary_search(&i).is_err()
+                && !folded_seen.contains(&i)
+                && !exclude.contains(&i)
+        };
+        let (factors, history): (Option<&[f32]>, &[u32]) = match q {
+            Query::Known(u) => (Some(self.user_vector(*u)), p.recent.row(*u as usize)),
+            Query::Folded { factors, seen } => (Some(factors.as_slice()), seen.as_slice()),
+            _ => (None, &[]),
+        };
+        let cf_top = match factors {
+            Some(x) => self.search_index(x, p.settings.cf_candidates, keep),
+            None => Vec::new(),
+        };
+        let cat = Catalogue {
+            factors: self.model.factors,
+            item_factors: &self.model.item_factors,
+            text_dim: self.model.text_dim,
+            item_text: &self.model.item_text,
+            tags: &self.tag_ids,
+        };
+        let user = UserInput {
+            factors,
+            history,
+            cf_top: &cf_top,
+        };
+        let mut out: Vec<Recommended> = p
+            .recommend(&user, &cat, k, keep)
+            .into_iter()
+            .map(|r| Recommended {
+                index: r.index,
+                score: r.score,
+                sources: Source::names(r.sources),
+            })
+            .collect();
+        if out.len() < k {
+            let have: HashSet<u32> = out.iter().map(|r| r.index).collect();
+            let floor = out.last().map_or(0.0, |r| r.score);
+            // Asked for enough that, after the ones already listed, `k` remain if they exist.
+            let more = self.recommend_plain(q, k + out.len(), exclude_seen, filter)?;
+            let next = more.into_iter().filter(|x| !have.contains(&x.index));
+            for (n, x) in next.take(k - out.len()).enumerate() {
+                out.push(Recommended {
+                    index: x.index,
+                    score: floor - 1.0 - n as f32 * 1e-3,
+                    sources: vec![plain_source],
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn recommend_plain(
+        &self,
+        q: &Query,
+        k: usize,
+        exclude_seen: bool,
+        filter: &Filter,
+    ) -> Result<Vec<Scored>, ServeError> {
         let (include, exclude) = self.resolve(filter)?;
         // A known user's seen items are a sorted CSR row: searched in place, nothing copied.
         let (seen_row, folded_seen): (&[u32], HashSet<u32>) = match q {
@@ -552,12 +693,29 @@ impl Served {
 
     /// Top-k for many known users at once, seen items excluded: one index search each (a scan
     /// that stops early beats one blocked pass over every item for the whole batch).
-    pub fn recommend_known_batch(&self, users: &[u32], k: usize) -> Vec<Vec<Scored>> {
+    pub fn recommend_known_batch(&self, users: &[u32], k: usize) -> Vec<Vec<Recommended>> {
+        if self.model.pipeline.is_some() {
+            let none = Filter::default();
+            return users
+                .iter()
+                .map(|&u| {
+                    self.recommend_with_sources(&Query::Known(u), k.max(1), true, &none)
+                        .unwrap_or_default()
+                })
+                .collect();
+        }
         users
             .iter()
             .map(|&u| {
                 let seen = self.model.seen.row(u as usize).0;
                 self.search_index(self.user_vector(u), k, |i| seen.binary_search(&i).is_err())
+                    .into_iter()
+                    .map(|x| Recommended {
+                        index: x.index,
+                        score: x.score,
+                        sources: vec![Source::Factors.name()],
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -779,7 +937,10 @@ mod tests {
                     .recommend(&Query::Known(u), 10, true, &Filter::default())
                     .unwrap();
                 assert_eq!(ids(&s, &got), ids(&s, &want), "{algorithm:?} u{u}");
-                assert_eq!(s.recommend_known_batch(&[u], 10)[0], got);
+                let batch = s.recommend_known_batch(&[u], 10).remove(0);
+                let batch: Vec<(u32, f32)> = batch.iter().map(|r| (r.index, r.score)).collect();
+                let single: Vec<(u32, f32)> = got.iter().map(|r| (r.index, r.score)).collect();
+                assert_eq!(batch, single);
             }
         }
     }
@@ -819,7 +980,8 @@ mod tests {
             let want = exact.recommend_known_batch(&users, 10);
             let got = indexed.recommend_known_batch(&users, 10);
             for (g, w) in got.iter().zip(&want) {
-                assert_eq!(ids(&exact, g), ids(&exact, w));
+                let index = |l: &[Recommended]| l.iter().map(|r| r.index).collect::<Vec<_>>();
+                assert_eq!(index(g), index(w));
             }
         }
     }
@@ -970,5 +1132,71 @@ mod tests {
             s.similar(0, 2, true),
             Err(ServeError::NotFound(_))
         ));
+    }
+
+    /// A model with the second stage serves through it: every item says where it came from,
+    /// `k` beyond the candidates is filled from the factor model, seen items stay out.
+    #[test]
+    fn a_pipeline_model_names_the_sources_and_fills_k_beyond_its_candidates() {
+        let (users, items) = (60u32, 400u32);
+        let t: Vec<Triple> = (0..users)
+            .flat_map(|u| {
+                (0..12u32).map(move |j| Triple {
+                    user: u,
+                    item: (u % 3) * 100 + (u * 7 + j * 13) % 100,
+                    value: 1.0,
+                    ts: 1_000_000 * (u as i64 * 12 + j as i64),
+                })
+            })
+            .collect();
+        let p = AlsParams {
+            factors: 8,
+            iterations: 5,
+            threads: 1,
+            ..AlsParams::default()
+        };
+        let settings = crate::pipeline::PipelineSettings::default();
+        let trained = crate::pipeline::train(
+            &t,
+            users as usize,
+            items as usize,
+            &p,
+            (&[], 0),
+            &[],
+            &settings,
+        );
+        let parts = Parts {
+            version: "p".into(),
+            user_ids: (0..users).map(|u| format!("u{u}")).collect(),
+            item_ids: (0..items).map(|i| format!("i{i}")).collect(),
+            titles: vec![String::new(); items as usize],
+            tags: vec![Vec::new(); items as usize],
+            seen: Csr::build(&t, users as usize, false),
+            popular: (0..items).collect(),
+            regularization: 0.05,
+            ..Parts::default()
+        };
+        let mut m = Model::from_implicit(trained.model, Algorithm::ImplicitAls, parts);
+        m.pipeline = Some(trained.pipeline);
+        let s = Served::new(m);
+        let none = Filter::default();
+        for k in [10, 200, 1000] {
+            let got = s
+                .recommend_with_sources(&Query::Known(5), k, true, &none)
+                .unwrap();
+            let seen = s.model.seen.row(5).0;
+            assert_eq!(got.len(), k.min(items as usize - seen.len()), "k {k}");
+            assert!(got.iter().all(|r| seen.binary_search(&r.index).is_err()));
+            assert!(got.iter().all(|r| !r.sources.is_empty()));
+            let distinct: HashSet<u32> = got.iter().map(|r| r.index).collect();
+            assert_eq!(distinct.len(), got.len());
+            assert!(got.windows(2).all(|w| w[0].score >= w[1].score), "k {k}");
+        }
+        // A user with nothing known gets the pipeline's cold answer, also named.
+        let cold = s
+            .recommend_with_sources(&Query::Popular, 5, true, &none)
+            .unwrap();
+        assert_eq!(cold.len(), 5);
+        assert!(cold.iter().all(|r| !r.sources.is_empty()));
     }
 }

@@ -1,6 +1,11 @@
-//! The state the featurizer derives from the topics — users, items, histories, the
+//! The state the featurizer derives from the topics — users, items, histories, seen sets, the
 //! exactly-once guard, popularity and the global counts — and the scripts that are its only
 //! writer. (Layout: the crate's docs.)
+//!
+//! A user's history list keeps the newest `featurizer.history_len` events (what training reads,
+//! default 10,000); the seen set keeps every item the user ever had an event on, without a cap,
+//! for `exclude_seen` ([`crate::seen`]). Both change in the same script as the event's guard, so
+//! a replayed or duplicated event adds nothing twice.
 //!
 //! Each record is applied by one Lua script, atomically, behind two guards:
 //! * its log position ([`crate::log_position`]): a record below its partition's stored offset is
@@ -49,6 +54,10 @@ pub fn user_key(user: &str) -> String {
 pub fn user_history_key(user: &str) -> String {
     format!("{{rc}}:hist:{user}")
 }
+/// Every item the user ever had an event on (no cap; [`crate::seen`] reads it).
+pub fn user_seen_key(user: &str) -> String {
+    format!("{{rc}}:seen:{user}")
+}
 pub fn user_recent_key(user: &str) -> String {
     format!("{{rc}}:recent:{user}")
 }
@@ -60,7 +69,7 @@ pub fn item_key(item: &str) -> String {
 // stored offset is already applied (answer 2); else the stored offset moves past it, in the same
 // atomic step as the record's effect. An empty field: a replay that keeps no position.
 const APPLY_EVENT: &str = r#"
--- KEYS: recent, user, hist, item, users, items, popularity, stats, offsets
+-- KEYS: recent, user, hist, item, users, items, popularity, stats, offsets, seen
 -- ARGV: event_id, user_id, item_id, value, ts, is_rating, history_len, hist_entry, weight,
 --       produced_ms, window_ms (0 = remember forever), offsets field, offset, next offset
 if ARGV[12] ~= '' then
@@ -98,6 +107,7 @@ if ARGV[6] == '1' then
 end
 redis.call('LPUSH', KEYS[3], ARGV[8])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+redis.call('SADD', KEYS[10], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[2])
 redis.call('SADD', KEYS[6], ARGV[3])
 redis.call('ZINCRBY', KEYS[7], ARGV[9], ARGV[3])
@@ -184,6 +194,7 @@ impl Scripts {
                         .key(POPULARITY)
                         .key(STATS)
                         .key(log_position::OFFSETS)
+                        .key(user_seen_key(&e.user_id))
                         .arg(&e.event_id)
                         .arg(&e.user_id)
                         .arg(&e.item_id)

@@ -14,15 +14,23 @@ pub struct HistoryEntry {
     pub ts: i64,
 }
 
-/// A user's recent history, newest first (entries that do not parse are skipped).
+/// How many of a user's newest events serving reads (fold-in, the fused profile): the list
+/// keeps up to `featurizer.history_len` (default 10,000) for training, but an answer at request
+/// time needs only the recent ones, and reading 10,000 per request would cost more than the
+/// scoring. (Seen items beyond these come from the seen set, [`crate::seen`].)
+pub const SERVING_EVENTS: usize = 1_000;
+
+/// A user's newest `newest` history events, newest first (entries that do not parse are
+/// skipped).
 pub async fn history(
     con: &mut RedisConnection,
     user: &str,
+    newest: usize,
 ) -> redis::RedisResult<Vec<HistoryEntry>> {
     let raw: Vec<String> = redis::cmd("LRANGE")
         .arg(user_history_key(user))
         .arg(0)
-        .arg(-1)
+        .arg(newest.max(1) as i64 - 1)
         .query_async(con)
         .await?;
     Ok(raw

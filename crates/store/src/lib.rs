@@ -39,6 +39,7 @@ pub mod history;
 pub mod kinds;
 pub mod log_position;
 pub mod models;
+pub mod seen;
 pub mod training;
 pub mod vector_store;
 pub mod vectors;

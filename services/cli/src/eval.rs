@@ -13,6 +13,8 @@ pub struct Overrides {
     pub regularization: Option<f32>,
     pub alpha: Option<f32>,
     pub iterations: Option<usize>,
+    /// Where to write the split evaluated (`--export-split`).
+    pub export_split: Option<std::path::PathBuf>,
 }
 
 impl Overrides {
@@ -104,7 +106,8 @@ pub fn parse_split(s: &str, fraction: f64) -> Result<Split> {
     }
 }
 
-/// Implicit ALS and the popularity baseline on one split of a ratings file.
+/// The served pipeline, plain ALS, item-item neighbours, trending and popularity on one split
+/// of a file's interactions (`ts` in ms, 0 when unknown).
 pub fn split_report(
     triples: &[recalloc_factor::data::Triple],
     users: usize,
@@ -114,35 +117,95 @@ pub fn split_report(
     o: &Overrides,
 ) -> Result<()> {
     let p = o.als();
-    let r = eval::implicit_split(triples, users, items, how, &p, 10).map_err(anyhow::Error::msg)?;
+    if let Some(dir) = &o.export_split {
+        export_split(dir, triples, users, items, how)?;
+    }
+    let settings = recalloc_factor::pipeline::PipelineSettings::default();
+    let r = eval::models_split(triples, users, items, how, &p, &settings, 10)
+        .map_err(anyhow::Error::msg)?;
     if json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
     println!(
-        "{:?}: {} train / {} test interactions, {} test users, at 10",
-        r.split, r.train, r.test, r.als.users
+        "{:?}: {} train / {} test interactions, {} test users, at {}",
+        r.split, r.train, r.test, r.models["popularity"].users, r.k
     );
     println!(
         "{:<12} {:>9} {:>9} {:>9} {:>9}",
         "model", "precision", "recall", "ndcg", "map"
     );
-    let a = &r.als;
+    for (name, m) in &r.models {
+        println!(
+            "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+            name, m.precision, m.recall, m.ndcg, m.map
+        );
+    }
+    let pop = r.models["popularity"].ndcg;
     println!(
-        "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}   fit {:.2} s",
-        "ALS", a.precision, a.recall, a.ndcg, a.map, a.fit_seconds
-    );
-    let b = &r.popularity;
-    println!(
-        "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
-        "popularity", b.precision, b.recall, b.ndcg, b.map
+        "served = {} (chosen on validation: {}); NDCG@10 {:.2}x popularity; training {:.2} s",
+        r.served,
+        r.validation
+            .iter()
+            .filter(|(k, _)| k.starts_with("validation_ndcg_"))
+            .map(|(k, v)| format!("{} {v:.4}", &k["validation_ndcg_".len()..]))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.models["served"].ndcg / pop.max(1e-12),
+        r.fit_seconds
     );
     Ok(())
 }
 
-pub fn goodbooks(dir: &Path, split: &str, fraction: f64, json: bool, o: &Overrides) -> Result<()> {
+/// Writes `train.tsv` and `test.tsv` (`user item ms`, dense ids, no header) and `shape.tsv`
+/// (`users items`) of the split to `dir`.
+fn export_split(
+    dir: &Path,
+    triples: &[recalloc_factor::data::Triple],
+    users: usize,
+    items: usize,
+    how: Split,
+) -> Result<()> {
+    use std::io::Write;
+    let (train, test) = eval::split(triples, how).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(dir)?;
+    for (name, part) in [("train.tsv", &train), ("test.tsv", &test)] {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join(name))?);
+        for t in part {
+            writeln!(w, "{}\t{}\t{}", t.user, t.item, t.ts)?;
+        }
+        w.flush()?;
+    }
+    std::fs::write(dir.join("shape.tsv"), format!("{users}\t{items}\n"))?;
+    Ok(())
+}
+
+/// Which goodbooks interactions `recalloc eval goodbooks` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GoodbooksInteractions {
+    /// ratings.csv (or ratings_sample_100k.csv), every rating an interaction.
+    Ratings,
+    /// to_read.csv (or to_read_head101k.csv): books marked to read.
+    ToRead,
+    /// Both (a user's rating and to-read mark of one book count once).
+    All,
+}
+
+pub fn goodbooks(
+    dir: &Path,
+    interactions: GoodbooksInteractions,
+    split: &str,
+    fraction: f64,
+    json: bool,
+    o: &Overrides,
+) -> Result<()> {
     let how = parse_split(split, fraction)?;
-    let (triples, users, items) = eval::read_goodbooks(dir)?;
+    let (ratings, to_read) = match interactions {
+        GoodbooksInteractions::Ratings => (true, false),
+        GoodbooksInteractions::ToRead => (false, true),
+        GoodbooksInteractions::All => (true, true),
+    };
+    let (triples, users, items) = eval::read_goodbooks(dir, ratings, to_read)?;
     split_report(&triples, users, items, how, json, o)
 }
 
@@ -155,6 +218,11 @@ pub fn movielens_split(
 ) -> Result<()> {
     let how = parse_split(split, fraction)?;
     let (mut users, mut items) = Default::default();
-    let triples = recalloc_factor::data::read_triples(&dir.join("u.data"), &mut users, &mut items)?;
+    let mut triples =
+        recalloc_factor::data::read_triples(&dir.join("u.data"), &mut users, &mut items)?;
+    // u.data times are Unix seconds; the pipeline's trending half-lives are in ms.
+    for t in triples.iter_mut() {
+        t.ts *= 1000;
+    }
     split_report(&triples, users.len(), items.len(), how, json, o)
 }

@@ -130,6 +130,10 @@ enum Command {
         alpha: Option<f32>,
         #[arg(long, global = true)]
         iterations: Option<usize>,
+        /// With --split (or goodbooks): also write the split's train.tsv and test.tsv (user,
+        /// item, ms; dense ids) to DIR, for other systems to be measured on the same split.
+        #[arg(long, value_name = "DIR")]
+        export_split: Option<PathBuf>,
     },
     /// Benchmark the approximate top-k index (IVF) against exact search on a synthetic model
     /// (low-rank tastes, Zipf popularity): recall of the exact top 10, time per query, build
@@ -210,10 +214,14 @@ enum EvalDataset {
         #[arg(long, default_value_t = 0.2)]
         test_fraction: f64,
     },
-    /// goodbooks-10k ratings: implicit ALS and the popularity baseline, ranking metrics at 10
-    /// on a random split.
+    /// goodbooks-10k: the served pipeline against ALS, item-item neighbours and popularity,
+    /// ranking metrics at 10 on a random split.
     Goodbooks {
         dir: PathBuf,
+        /// Which interactions: ratings, to-read marks, or all (ratings, and the to-read marks
+        /// when the folder has them).
+        #[arg(long, value_enum, default_value = "all")]
+        interactions: eval::GoodbooksInteractions,
         /// `random` (goodbooks has no timestamps for `time`).
         #[arg(long, default_value = "random")]
         split: String,
@@ -334,6 +342,7 @@ async fn run(cli: Cli) -> Result<()> {
         regularization,
         alpha,
         iterations,
+        export_split,
     } = &cli.command
     {
         let o = eval::Overrides {
@@ -342,6 +351,7 @@ async fn run(cli: Cli) -> Result<()> {
             regularization: *regularization,
             alpha: *alpha,
             iterations: *iterations,
+            export_split: export_split.clone(),
         };
         return match dataset {
             EvalDataset::Movielens {
@@ -355,9 +365,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             EvalDataset::Goodbooks {
                 dir,
+                interactions,
                 split,
                 test_fraction,
-            } => eval::goodbooks(dir, split, *test_fraction, *json, &o),
+            } => eval::goodbooks(dir, *interactions, split, *test_fraction, *json, &o),
         };
     }
     let cfg = Config::load(cli.config.as_deref())?;

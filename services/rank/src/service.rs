@@ -22,7 +22,7 @@ use arc_swap::ArcSwapOption;
 use recalloc_common::Metrics;
 use recalloc_common::config::Config;
 use recalloc_common::redis_conn::RedisConnection;
-use recalloc_factor::model::{Algorithm, Filter, Query, ServeError, Served};
+use recalloc_factor::model::{Algorithm, Filter, Query, Recommended, ServeError, Served};
 use recalloc_factor::topk::Scored;
 use recalloc_proto::v1::{
     self, ExplainRequest, ExplainResponse, GetModelInfoRequest, ModelInfo, PredictRequest,
@@ -132,6 +132,14 @@ impl Resolved {
     }
 }
 
+/// Items asked for beyond `k` when seen items are excluded, so that a few seen ones the model
+/// does not know of (read after it was trained) cost no second round.
+const SEEN_MARGIN: usize = 16;
+/// How long Recommend waits for the seen set before serving without it.
+const SEEN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
+const SEEN_SKIPPED: &str = "recalloc_rank_seen_check_skipped_total";
+const SEEN_SKIPPED_HELP: &str =
+    "exclude_seen requests answered without the Redis seen set (Redis did not answer)";
 const REQUESTS: &str = "recalloc_rank_recommendations_total";
 const REQUESTS_HELP: &str = "recommendations served, by source";
 
@@ -184,7 +192,7 @@ impl RankService {
             });
         }
         let mut con = self.con.clone();
-        let entries = history::history(&mut con, user).await?;
+        let entries = history::history(&mut con, user, history::SERVING_EVENTS).await?;
         let history = self.history_values(s, &entries);
         if !history.is_empty() {
             let (s2, h2) = (s.clone(), history.clone());
@@ -222,6 +230,19 @@ impl RankService {
                 item_id: s.model.item_ids[x.index as usize].clone(),
                 score: x.score,
                 title: s.model.titles[x.index as usize].clone(),
+                sources: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn recommended(s: &Served, items: Vec<Recommended>) -> Vec<ScoredItem> {
+        items
+            .into_iter()
+            .map(|x| ScoredItem {
+                item_id: s.model.item_ids[x.index as usize].clone(),
+                score: x.score,
+                title: s.model.titles[x.index as usize].clone(),
+                sources: x.sources.iter().map(|n| n.to_string()).collect(),
             })
             .collect()
     }
@@ -231,11 +252,47 @@ impl RankService {
         let resolved = self.resolve(&s, &r.user_id).await?;
         let filter = r.filter.map(to_filter).unwrap_or_default();
         let k = r.k as usize;
-        let (s2, query) = (s.clone(), resolved.query);
-        let items =
-            tokio::task::spawn_blocking(move || s2.recommend(&query, k, r.exclude_seen, &filter))
-                .await
-                .map_err(|e| RankError::Internal(e.to_string()))??;
+        if k == 0 {
+            return Err(invalid("k", "must be at least 1"));
+        }
+        let query = Arc::new(resolved.query);
+        let filter = Arc::new(filter);
+        // The model excludes what it was trained on (and a folded history); the user's seen set
+        // in Redis adds everything since and beyond the history cap. Ask for more than `k`
+        // and again for more while seen items crowd out the list.
+        let mut want = if r.exclude_seen {
+            k + SEEN_MARGIN.max(k / 2)
+        } else {
+            k
+        };
+        let items = loop {
+            let (s2, q, f) = (s.clone(), query.clone(), filter.clone());
+            let exclude = r.exclude_seen;
+            let mut items = tokio::task::spawn_blocking(move || {
+                s2.recommend_with_sources(&q, want, exclude, &f)
+            })
+            .await
+            .map_err(|e| RankError::Internal(e.to_string()))??;
+            if !r.exclude_seen {
+                break items;
+            }
+            let exhausted = items.len() < want;
+            let ids: Vec<&str> = items
+                .iter()
+                .map(|x| s.model.item_ids[x.index as usize].as_str())
+                .collect();
+            let Some(flags) = self.seen_flags(&[(&r.user_id, ids)]).await else {
+                items.truncate(k);
+                break items;
+            };
+            let mut flags = flags.into_iter().flatten();
+            items.retain(|_| !flags.next().unwrap_or(false));
+            if items.len() >= k || exhausted {
+                items.truncate(k);
+                break items;
+            }
+            want = want.saturating_mul(4);
+        };
         self.metrics.inc_counter(
             REQUESTS,
             REQUESTS_HELP,
@@ -244,7 +301,7 @@ impl RankService {
         );
         Ok(RecommendResponse {
             user_id: r.user_id,
-            items: Self::scored(&s, items),
+            items: Self::recommended(&s, items),
             source: resolved.source as i32,
             model_version: s.model.version.clone(),
         })
@@ -274,14 +331,40 @@ impl RankService {
             let s2 = s.clone();
             let users: Vec<u32> = shared.iter().map(|x| x.1).collect();
             let k = shared.iter().map(|x| x.2).max().unwrap_or(1);
-            let lists = tokio::task::spawn_blocking(move || s2.recommend_known_batch(&users, k))
-                .await
-                .map_err(|e| RankError::Internal(e.to_string()))?;
-            for ((n, _, k), mut list) in shared.into_iter().zip(lists) {
+            let batch_k = k + SEEN_MARGIN.max(k / 2);
+            let lists =
+                tokio::task::spawn_blocking(move || s2.recommend_known_batch(&users, batch_k))
+                    .await
+                    .map_err(|e| RankError::Internal(e.to_string()))?;
+            let queries: Vec<(&str, Vec<&str>)> = shared
+                .iter()
+                .zip(&lists)
+                .map(|((n, _, _), list)| {
+                    let ids = list
+                        .iter()
+                        .map(|x| s.model.item_ids[x.index as usize].as_str())
+                        .collect();
+                    (reqs[*n].user_id.as_str(), ids)
+                })
+                .collect();
+            let flags = self.seen_flags(&queries).await;
+            drop(queries);
+            for (j, ((n, _, k), mut list)) in shared.into_iter().zip(lists).enumerate() {
+                let full = list.len() >= batch_k;
+                if let Some(f) = flags.as_ref().map(|f| &f[j]) {
+                    let mut f = f.iter();
+                    list.retain(|_| !f.next().copied().unwrap_or(false));
+                    if list.len() < k && full {
+                        // Seen items crowded the list out: this one goes the single way,
+                        // which asks for more.
+                        out[n] = Some(self.recommend(reqs[n].clone()).await?);
+                        continue;
+                    }
+                }
                 list.truncate(k);
                 out[n] = Some(RecommendResponse {
                     user_id: reqs[n].user_id.clone(),
-                    items: Self::scored(&s, list),
+                    items: Self::recommended(&s, list),
                     source: RecommendationSource::Model as i32,
                     model_version: s.model.version.clone(),
                 });
@@ -291,6 +374,32 @@ impl RankService {
             .into_iter()
             .map(|r| r.expect("every request answered"))
             .collect())
+    }
+
+    /// For each `(user, items)`, which items are in the user's seen set. `None` when Redis does
+    /// not answer within [`SEEN_TIMEOUT`]: the model's own record of what each user saw still
+    /// applies, and serving from memory goes on while Redis is away (counted in
+    /// `recalloc_rank_seen_check_skipped_total`).
+    async fn seen_flags(&self, queries: &[(&str, Vec<&str>)]) -> Option<Vec<Vec<bool>>> {
+        let mut con = self.con.clone();
+        let answer = tokio::time::timeout(
+            SEEN_TIMEOUT,
+            recalloc_store::seen::seen_among_many(&mut con, queries),
+        )
+        .await;
+        match answer {
+            Ok(Ok(flags)) => Some(flags),
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                tracing::warn!(%reason, "seen-set check skipped: Redis did not answer");
+                self.metrics
+                    .inc_counter(SEEN_SKIPPED, SEEN_SKIPPED_HELP, &[], 1);
+                None
+            }
+        }
     }
 
     fn item(&self, s: &Served, id: &str) -> Result<u32, RankError> {

@@ -7,9 +7,10 @@
 //! nothing), summed per user and item. Hybrid is ALS plus a ridge map from the items' text
 //! vectors to their factors, which gives items with text but no interactions factors too.
 
-use recalloc_factor::als::{self, AlsParams};
+use recalloc_factor::als::AlsParams;
 use recalloc_factor::data::{Csr, IdMap, Triple};
 use recalloc_factor::model::{self, Algorithm, Model, Parts};
+use recalloc_factor::pipeline::{self, PipelineSettings};
 use recalloc_factor::sgd::{self, SgdParams};
 #[cfg(test)]
 use recalloc_store::training::CatalogueItem;
@@ -159,8 +160,31 @@ pub fn train(
             threads: p.threads,
             ..AlsParams::default()
         };
-        let fitted = als::fit(&seen, &by_item, &ap);
-        Model::from_implicit(fitted, p.algorithm, parts)
+        // ALS and the second stage over it (candidates, ranker, and what to serve, chosen on
+        // a time split of these interactions).
+        let tag_ids = model::tag_ids(&parts.tags);
+        let trained = pipeline::train(
+            &triples,
+            n_users,
+            n_items,
+            &ap,
+            (&parts.item_text, text_dim),
+            &tag_ids,
+            &PipelineSettings::default(),
+        );
+        let mut m = Model::from_implicit(trained.model, p.algorithm, parts);
+        for (name, v) in &trained.pipeline.validation {
+            m.metrics.insert(name.clone(), *v);
+        }
+        let v = &trained.pipeline.validation;
+        if let Some(served) = v.get(&format!(
+            "validation_ndcg_{}",
+            trained.pipeline.choice.name()
+        )) {
+            m.metrics.insert("validation_ndcg_served".into(), *served);
+        }
+        m.pipeline = Some(trained.pipeline);
+        m
     };
     // Items without interactions keep no leftover random factors (score 0 until hybrid maps
     // them from text).
