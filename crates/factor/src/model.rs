@@ -10,7 +10,7 @@ use crate::als::ImplicitModel;
 use crate::ann::{AnnSettings, IvfIndex};
 use crate::data::Csr;
 use crate::linalg::{cholesky_solve, dot, gram, mat_vec};
-use crate::pipeline::{Catalogue, Pipeline, Source, UserInput};
+use crate::pipeline::{Catalogue, Choice, Explanation, Pipeline, Source, UserInput};
 use crate::sgd::ExplicitModel;
 use crate::topk::{Scored, TopK, top_k};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -264,6 +264,19 @@ pub struct Recommended {
     pub index: u32,
     pub score: f32,
     pub sources: Vec<&'static str>,
+}
+
+/// A user's seen items as the model knows them: a known user's sorted training row (searched
+/// in place), or a folded history's items.
+struct SeenItems<'a> {
+    row: &'a [u32],
+    folded: HashSet<u32>,
+}
+
+impl SeenItems<'_> {
+    fn keeps(&self, i: u32) -> bool {
+        self.row.binary_search(&i).is_err() && !self.folded.contains(&i)
+    }
 }
 
 /// Include lists up to this size are scored item by item when the model has an index.
@@ -547,32 +560,14 @@ impl Served {
             return Ok(plain(self.recommend_plain(q, k, exclude_seen, filter)?));
         };
         let (_, exclude) = self.resolve(filter)?;
-        let (seen_row, folded_seen): (&[u32], HashSet<u32>) = match q {
-            Query::Known(u) if exclude_seen => (self.model.seen.row(*u as usize).0, HashSet::new()),
-            Query::Folded { seen, .. } if exclude_seen => (&[], seen.iter().copied().collect()),
-            _ => (&[], HashSet::new()),
-        };
-        let keep = |i: u32| {
-            seen_row.binary_search(&i).is_err()
-                && !folded_seen.contains(&i)
-                && !exclude.contains(&i)
-        };
-        let (factors, history): (Option<&[f32]>, &[u32]) = match q {
-            Query::Known(u) => (Some(self.user_vector(*u)), p.recent.row(*u as usize)),
-            Query::Folded { factors, seen } => (Some(factors.as_slice()), seen.as_slice()),
-            _ => (None, &[]),
-        };
+        let seen = self.seen_of(q, exclude_seen);
+        let keep = |i: u32| seen.keeps(i) && !exclude.contains(&i);
+        let (factors, history) = self.pipeline_user(p, q);
         let cf_top = match factors {
             Some(x) => self.search_index(x, p.settings.cf_candidates, keep),
             None => Vec::new(),
         };
-        let cat = Catalogue {
-            factors: self.model.factors,
-            item_factors: &self.model.item_factors,
-            text_dim: self.model.text_dim,
-            item_text: &self.model.item_text,
-            tags: &self.tag_ids,
-        };
+        let cat = self.catalogue();
         let user = UserInput {
             factors,
             history,
@@ -604,6 +599,83 @@ impl Served {
         Ok(out)
     }
 
+    /// The pipeline's explanation of `item` for a query when the model serves through its
+    /// ranker (None otherwise: then the score is the factor model's, see [`Served::explain`]).
+    /// `history` (item, strength) gives the CF score's exact decomposition over the history.
+    pub fn explain_ranked(
+        &self,
+        q: &Query,
+        history: &[(u32, f32)],
+        item: u32,
+    ) -> Option<Explanation> {
+        let p = self
+            .model
+            .pipeline
+            .as_ref()
+            .filter(|p| p.choice == Choice::Pipeline && !matches!(q, Query::Text(_)))?;
+        let seen = self.seen_of(q, true);
+        let keep = |i: u32| seen.keeps(i);
+        let (factors, recent) = self.pipeline_user(p, q);
+        let cf_top = match factors {
+            Some(x) => self.search_index(x, p.settings.cf_candidates, keep),
+            None => Vec::new(),
+        };
+        let cf_parts: Vec<(u32, f32)> = if factors.is_some() && !history.is_empty() {
+            let (parts, _) = self.explain(history, item, history.len());
+            parts.into_iter().map(|x| (x.index, x.score)).collect()
+        } else {
+            Vec::new()
+        };
+        let user = UserInput {
+            factors,
+            history: recent,
+            cf_top: &cf_top,
+        };
+        Some(p.explain(&user, &self.catalogue(), item, &cf_parts, keep))
+    }
+
+    /// What the pipeline's features read of the catalogue.
+    fn catalogue(&self) -> Catalogue<'_> {
+        Catalogue {
+            factors: self.model.factors,
+            item_factors: &self.model.item_factors,
+            text_dim: self.model.text_dim,
+            item_text: &self.model.item_text,
+            tags: &self.tag_ids,
+        }
+    }
+
+    /// The user's factors and newest history items, as the pipeline takes them.
+    fn pipeline_user<'a>(
+        &'a self,
+        p: &'a Pipeline,
+        q: &'a Query,
+    ) -> (Option<&'a [f32]>, &'a [u32]) {
+        match q {
+            Query::Known(u) => (Some(self.user_vector(*u)), p.recent.row(*u as usize)),
+            Query::Folded { factors, seen } => (Some(factors.as_slice()), seen.as_slice()),
+            _ => (None, &[]),
+        }
+    }
+
+    /// What the model knows the user has seen (nothing unless `exclude_seen`).
+    fn seen_of<'a>(&'a self, q: &'a Query, exclude_seen: bool) -> SeenItems<'a> {
+        match q {
+            Query::Known(u) if exclude_seen => SeenItems {
+                row: self.model.seen.row(*u as usize).0,
+                folded: HashSet::new(),
+            },
+            Query::Folded { seen, .. } if exclude_seen => SeenItems {
+                row: &[],
+                folded: seen.iter().copied().collect(),
+            },
+            _ => SeenItems {
+                row: &[],
+                folded: HashSet::new(),
+            },
+        }
+    }
+
     fn recommend_plain(
         &self,
         q: &Query,
@@ -612,15 +684,9 @@ impl Served {
         filter: &Filter,
     ) -> Result<Vec<Scored>, ServeError> {
         let (include, exclude) = self.resolve(filter)?;
-        // A known user's seen items are a sorted CSR row: searched in place, nothing copied.
-        let (seen_row, folded_seen): (&[u32], HashSet<u32>) = match q {
-            Query::Known(u) if exclude_seen => (self.model.seen.row(*u as usize).0, HashSet::new()),
-            Query::Folded { seen, .. } if exclude_seen => (&[], seen.iter().copied().collect()),
-            _ => (&[], HashSet::new()),
-        };
+        let seen = self.seen_of(q, exclude_seen);
         let keep = |i: u32| {
-            seen_row.binary_search(&i).is_err()
-                && !folded_seen.contains(&i)
+            seen.keeps(i)
                 && !exclude.contains(&i)
                 && include.as_ref().is_none_or(|s| s.contains(&i))
         };

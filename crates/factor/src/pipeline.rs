@@ -440,13 +440,114 @@ fn popular_top(sig: &Signals, k: usize, keep: impl Fn(u32) -> bool) -> Vec<u32> 
         .collect()
 }
 
-fn candidates(
+/// What the candidates of one user share: the neighbour scores around the recent history, the
+/// text profile and the tag counts of the recent history.
+struct UserContext<'a> {
+    recent: &'a [u32],
+    /// item → (sum, max) of its co-occurrence cosines to the recent history items.
+    near: HashMap<u32, (f32, f32)>,
+    profile: Option<Vec<f32>>,
+    tag_counts: HashMap<u32, f32>,
+    history_length: f32,
+}
+
+fn context<'a>(
     s: &PipelineSettings,
+    sig: &Signals,
+    user: &UserInput<'a>,
+    cat: &Catalogue,
+) -> UserContext<'a> {
+    let recent = &user.history[..user.history.len().min(s.recent_history)];
+    let mut near: HashMap<u32, (f32, f32)> = HashMap::new();
+    for &h in recent {
+        let (js, vs) = sig.neighbours.row(h as usize);
+        for (&j, &v) in js.iter().zip(vs) {
+            let e = near.entry(j).or_insert((0.0, 0.0));
+            e.0 += v;
+            e.1 = e.1.max(v);
+        }
+    }
+    let mut tag_counts: HashMap<u32, f32> = HashMap::new();
+    for &h in recent {
+        for &t in cat.tags.get(h as usize).map(Vec::as_slice).unwrap_or(&[]) {
+            *tag_counts.entry(t).or_insert(0.0) += 1.0;
+        }
+    }
+    UserContext {
+        recent,
+        near,
+        profile: profile(recent, cat),
+        tag_counts,
+        history_length: (user.history.len() as f32).ln_1p(),
+    }
+}
+
+/// The ranker's features of item `i` for a user (`sources`: the [`Source`] bits that proposed it).
+fn features(
+    ctx: &UserContext,
     sig: &Signals,
     user: &UserInput,
     cat: &Catalogue,
+    i: u32,
+    sources: u8,
+) -> [f32; F] {
+    let iu = i as usize;
+    let (nsum, nmax) = ctx.near.get(&i).copied().unwrap_or((0.0, 0.0));
+    let cf = match user.factors {
+        Some(x) if cat.factors > 0 && iu < cat.items() => dot(
+            x,
+            &cat.item_factors[iu * cat.factors..(iu + 1) * cat.factors],
+        ),
+        _ => 0.0,
+    };
+    let text = match (&ctx.profile, cat.text(i)) {
+        (Some(p), Some(t)) => dot(p, t),
+        _ => 0.0,
+    };
+    let age = if sig.timed && sig.first_seen[iu] != i64::MAX {
+        (((sig.now - sig.first_seen[iu]).max(0) as f64 / DAY_MS) as f32).ln_1p()
+    } else {
+        0.0
+    };
+    let tag = cat
+        .tags
+        .get(iu)
+        .map(|ts| {
+            ts.iter()
+                .map(|t| ctx.tag_counts.get(t).copied().unwrap_or(0.0))
+                .fold(0.0, f32::max)
+        })
+        .unwrap_or(0.0)
+        / ctx.recent.len().max(1) as f32;
+    let bit = |s: Source| (sources & s.bit() != 0) as u8 as f32;
+    [
+        cf,
+        nsum,
+        nmax,
+        text,
+        sig.popularity[iu].ln_1p(),
+        sig.trending_short[iu].ln_1p(),
+        sig.trending_long[iu].ln_1p(),
+        age,
+        tag,
+        ctx.history_length,
+        bit(Source::Factors),
+        bit(Source::Neighbours),
+        bit(Source::Trending),
+        bit(Source::New),
+        bit(Source::Popular),
+    ]
+}
+
+/// The candidates' source bits for one user, `keep` applied.
+fn proposed(
+    s: &PipelineSettings,
+    sig: &Signals,
+    ctx: &UserContext,
+    user: &UserInput,
+    cat: &Catalogue,
     keep: impl Fn(u32) -> bool,
-) -> Vec<Ranked> {
+) -> HashMap<u32, u8> {
     let items = sig.popularity.len();
     let mut found: HashMap<u32, u8> = HashMap::new();
     let add = |i: u32, src: Source, found: &mut HashMap<u32, u8>| {
@@ -457,19 +558,8 @@ fn candidates(
     for x in user.cf_top.iter().take(s.cf_candidates) {
         add(x.index, Source::Factors, &mut found);
     }
-    let recent = &user.history[..user.history.len().min(s.recent_history)];
-    // Neighbour scores of every item next to the recent history.
-    let mut near: HashMap<u32, (f32, f32)> = HashMap::new();
-    for &h in recent {
-        let (js, vs) = sig.neighbours.row(h as usize);
-        for (&j, &v) in js.iter().zip(vs) {
-            let e = near.entry(j).or_insert((0.0, 0.0));
-            e.0 += v;
-            e.1 = e.1.max(v);
-        }
-    }
     let mut top = TopK::new(s.neighbour_candidates);
-    for (&j, &(sum, _)) in &near {
+    for (&j, &(sum, _)) in &ctx.near {
         top.offer(j, sum, &keep);
     }
     for x in top.into_sorted() {
@@ -486,8 +576,7 @@ fn candidates(
     for i in popular_top(sig, s.popular_candidates, &keep) {
         add(i, Source::Popular, &mut found);
     }
-    let profile = profile(recent, cat);
-    if let Some(p) = &profile {
+    if let Some(p) = &ctx.profile {
         let mut top = TopK::new(s.new_candidates);
         for &i in &sig.new_items {
             if let Some(t) = cat.text(i) {
@@ -498,71 +587,104 @@ fn candidates(
             add(x.index, Source::New, &mut found);
         }
     }
-    let mut tag_counts: HashMap<u32, f32> = HashMap::new();
-    for &h in recent {
-        for &t in cat.tags.get(h as usize).map(Vec::as_slice).unwrap_or(&[]) {
-            *tag_counts.entry(t).or_insert(0.0) += 1.0;
-        }
-    }
-    let history_length = (user.history.len() as f32).ln_1p();
-    let mut out: Vec<Ranked> = found
+    found
+}
+
+fn candidates(
+    s: &PipelineSettings,
+    sig: &Signals,
+    user: &UserInput,
+    cat: &Catalogue,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<Ranked> {
+    let ctx = context(s, sig, user, cat);
+    let mut out: Vec<Ranked> = proposed(s, sig, &ctx, user, cat, keep)
         .into_iter()
-        .map(|(i, sources)| {
-            let iu = i as usize;
-            let (nsum, nmax) = near.get(&i).copied().unwrap_or((0.0, 0.0));
-            let cf = match user.factors {
-                Some(x) if cat.factors > 0 && iu < cat.items() => dot(
-                    x,
-                    &cat.item_factors[iu * cat.factors..(iu + 1) * cat.factors],
-                ),
-                _ => 0.0,
-            };
-            let text = match (&profile, cat.text(i)) {
-                (Some(p), Some(t)) => dot(p, t),
-                _ => 0.0,
-            };
-            let age = if sig.timed && sig.first_seen[iu] != i64::MAX {
-                (((sig.now - sig.first_seen[iu]).max(0) as f64 / DAY_MS) as f32).ln_1p()
-            } else {
-                0.0
-            };
-            let tag = cat
-                .tags
-                .get(iu)
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| tag_counts.get(t).copied().unwrap_or(0.0))
-                        .fold(0.0, f32::max)
-                })
-                .unwrap_or(0.0)
-                / recent.len().max(1) as f32;
-            let bit = |s: Source| (sources & s.bit() != 0) as u8 as f32;
-            Ranked {
-                index: i,
-                score: 0.0,
-                sources,
-                features: [
-                    cf,
-                    nsum,
-                    nmax,
-                    text,
-                    sig.popularity[iu].ln_1p(),
-                    sig.trending_short[iu].ln_1p(),
-                    sig.trending_long[iu].ln_1p(),
-                    age,
-                    tag,
-                    history_length,
-                    bit(Source::Factors),
-                    bit(Source::Neighbours),
-                    bit(Source::Trending),
-                    bit(Source::New),
-                    bit(Source::Popular),
-                ],
-            }
+        .map(|(i, sources)| Ranked {
+            index: i,
+            score: 0.0,
+            sources,
+            features: features(&ctx, sig, user, cat, i, sources),
         })
         .collect();
     out.sort_by_key(|r| r.index);
     out
+}
+
+/// Why the ranker scored an item as it did for one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub score: f32,
+    /// [`Source`] bits of the sources that propose the item now (0: none does).
+    pub sources: u8,
+    /// (feature name, raw value, share of the score), largest share first.
+    pub features: Vec<(&'static str, f32, f32)>,
+    /// Recent history items by how much of the score goes through them, largest first: each
+    /// history-dependent feature's share of the score split over the history items in
+    /// proportion to what each adds to that feature (the CF score by `cf_parts`, the exact ALS
+    /// decomposition; the neighbour sum by each item's co-occurrence cosine; the text cosine
+    /// by each item's text vector's dot with the item's).
+    pub history: Vec<(u32, f32)>,
+}
+
+impl Pipeline {
+    /// The ranker's explanation of `item` for a user. `cf_parts` are the history items' parts of
+    /// the CF score (item, part), e.g. from the ALS decomposition; `keep` as in
+    /// [`Pipeline::recommend`] (it decides which sources propose the item).
+    pub fn explain(
+        &self,
+        user: &UserInput,
+        cat: &Catalogue,
+        item: u32,
+        cf_parts: &[(u32, f32)],
+        keep: impl Fn(u32) -> bool,
+    ) -> Explanation {
+        let (s, sig) = (&self.settings, &self.signals);
+        let ctx = context(s, sig, user, cat);
+        let sources = proposed(s, sig, &ctx, user, cat, keep)
+            .get(&item)
+            .copied()
+            .unwrap_or(0);
+        let x = features(&ctx, sig, user, cat, item, sources);
+        let shares = self.ranker.contributions(&x);
+        let mut named: Vec<(&'static str, f32, f32)> = FEATURES
+            .iter()
+            .zip(x.iter().zip(&shares))
+            .map(|(n, (v, c))| (*n, *v, *c))
+            .collect();
+        named.sort_by(|a, b| b.2.total_cmp(&a.2));
+        // Each history item's part of the three history-dependent features.
+        let cf_total: f32 = cf_parts.iter().map(|p| p.1).sum();
+        let cf_of: HashMap<u32, f32> = cf_parts.iter().copied().collect();
+        let near_of = |h: u32| {
+            let (js, vs) = sig.neighbours.row(h as usize);
+            js.iter().position(|&j| j == item).map_or(0.0, |p| vs[p])
+        };
+        let text_of = |h: u32| match (cat.text(h), cat.text(item)) {
+            (Some(a), Some(b)) => dot(a, b),
+            _ => 0.0,
+        };
+        let n_total: f32 = ctx.recent.iter().map(|&h| near_of(h)).sum();
+        let t_total: f32 = ctx.recent.iter().map(|&h| text_of(h)).sum();
+        let part = |v: f32, total: f32| if total.abs() > 1e-12 { v / total } else { 0.0 };
+        let mut history: Vec<(u32, f32)> = ctx
+            .recent
+            .iter()
+            .map(|&h| {
+                let r = shares[0] * part(cf_of.get(&h).copied().unwrap_or(0.0), cf_total)
+                    + (shares[1] + shares[2]) * part(near_of(h), n_total)
+                    + shares[3] * part(text_of(h), t_total);
+                (h, r)
+            })
+            .collect();
+        history.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Explanation {
+            score: self.ranker.score(&x),
+            sources,
+            features: named,
+            history,
+        }
+    }
 }
 
 /// The mean of the history items' text vectors, unit length (None without text).
@@ -892,5 +1014,50 @@ mod tests {
         );
         assert!(one.features[1] > 0.0);
         assert!(c.iter().all(|r| r.index != 0));
+    }
+
+    #[test]
+    fn explanations_name_the_history_items_and_features_each_score_goes_through() {
+        // User 0 read a (0) and b (1); ten readers of a also read x (2), ten readers of b read y
+        // (3): x is there because of a, y because of b.
+        let mut tr = vec![t(0, 0, 0), t(0, 1, 0)];
+        for u in 1..=10 {
+            tr.push(t(u, 0, 0));
+            tr.push(t(u, 2, 0));
+            tr.push(t(u + 10, 1, 0));
+            tr.push(t(u + 10, 3, 0));
+        }
+        let s = PipelineSettings::default();
+        let mut ranker = Fm::zero(F, 1);
+        ranker.linear[1] = 1.0; // the neighbour sum alone
+        let p = Pipeline {
+            settings: s,
+            signals: signals(&tr, 21, 4, &s),
+            recent: RecentLists::default(),
+            ranker,
+            choice: Choice::Pipeline,
+            validation: BTreeMap::new(),
+        };
+        let cat = Catalogue {
+            factors: 0,
+            item_factors: &[],
+            text_dim: 0,
+            item_text: &[],
+            tags: &[],
+        };
+        let user = UserInput {
+            factors: None,
+            history: &[0, 1],
+            cf_top: &[],
+        };
+        let keep = |i: u32| i > 1;
+        let x = p.explain(&user, &cat, 2, &[], keep);
+        let y = p.explain(&user, &cat, 3, &[], keep);
+        assert_eq!(x.history[0].0, 0, "{x:?}");
+        assert_eq!(y.history[0].0, 1, "{y:?}");
+        assert!(x.history[0].1 > 0.0 && x.history[1].1 == 0.0, "{x:?}");
+        assert_eq!(x.features[0].0, "neighbour_sum");
+        assert!((x.features.iter().map(|f| f.2).sum::<f32>() - x.score).abs() < 1e-5);
+        assert_eq!(Source::names(x.sources), vec!["neighbours", "popular"]);
     }
 }

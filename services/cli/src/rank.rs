@@ -90,7 +90,7 @@ pub async fn recommend(
         let items: Vec<_> = r
             .items
             .iter()
-            .map(|i| serde_json::json!({"item_id": i.item_id, "title": i.title, "score": i.score}))
+            .map(|i| serde_json::json!({"item_id": i.item_id, "title": i.title, "score": i.score, "sources": i.sources}))
             .collect();
         println!(
             "{}",
@@ -108,7 +108,17 @@ pub async fn recommend(
         } else {
             &i.title
         };
-        println!("{:>3}. {title} [{}] score {:.3}", n + 1, i.item_id, i.score);
+        let from = if i.sources.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", i.sources.join("+"))
+        };
+        println!(
+            "{:>3}. {title} [{}] score {:.3}{from}",
+            n + 1,
+            i.item_id,
+            i.score
+        );
         if explain {
             match c
                 .explain(ExplainRequest {
@@ -119,8 +129,22 @@ pub async fn recommend(
                 .await
             {
                 Ok(e) => {
+                    let e = e.into_inner();
+                    if !e.sources.is_empty() {
+                        // The ranker's three largest shares of the score.
+                        let by: Vec<String> = e
+                            .features
+                            .iter()
+                            .take(3)
+                            .map(|f| format!("{} {:+.2}", f.name, f.contribution))
+                            .collect();
+                        println!(
+                            "       proposed by {}; ranked by {}",
+                            e.sources.join(", "),
+                            by.join(", ")
+                        );
+                    }
                     let because: Vec<String> = e
-                        .into_inner()
                         .contributions
                         .iter()
                         .map(|c| {

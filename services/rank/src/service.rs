@@ -23,6 +23,7 @@ use recalloc_common::Metrics;
 use recalloc_common::config::Config;
 use recalloc_common::redis_conn::RedisConnection;
 use recalloc_factor::model::{Algorithm, Filter, Query, Recommended, ServeError, Served};
+use recalloc_factor::pipeline::Source;
 use recalloc_factor::topk::Scored;
 use recalloc_proto::v1::{
     self, ExplainRequest, ExplainResponse, GetModelInfoRequest, ModelInfo, PredictRequest,
@@ -628,13 +629,49 @@ impl Ranker for RankService {
             .into());
         }
         let k = if r.k == 0 { 5 } else { r.k as usize };
-        let s2 = s.clone();
-        let (parts, _) = tokio::task::spawn_blocking(move || s2.explain(&history, item, k))
-            .await
-            .map_err(|e| RankError::Internal(e.to_string()))?;
+        let (s2, query) = (s.clone(), resolved.query.clone());
+        let (parts, ranked) = tokio::task::spawn_blocking(move || {
+            // The ranker's reasons when it is what serves, else the factor model's exact
+            // decomposition over the history.
+            match s2.explain_ranked(&query, &history, item) {
+                Some(e) => (Vec::new(), Some(e)),
+                None => (s2.explain(&history, item, k).0, None),
+            }
+        })
+        .await
+        .map_err(|e| RankError::Internal(e.to_string()))?;
+        let Some(e) = ranked else {
+            return Ok(Response::new(ExplainResponse {
+                contributions: Self::scored(&s, parts),
+                score: s.predict(&resolved.query, item),
+                features: Vec::new(),
+                sources: Vec::new(),
+            }));
+        };
+        let contributions = e
+            .history
+            .iter()
+            // Only history items that raise the score are reasons for it.
+            .filter(|h| h.1 > 0.0)
+            .take(k)
+            .map(|&(index, score)| Scored { index, score })
+            .collect();
         Ok(Response::new(ExplainResponse {
-            contributions: Self::scored(&s, parts),
-            score: s.predict(&resolved.query, item),
+            contributions: Self::scored(&s, contributions),
+            score: e.score,
+            features: e
+                .features
+                .iter()
+                .map(|&(name, value, contribution)| v1::FeatureContribution {
+                    name: name.into(),
+                    value,
+                    contribution,
+                })
+                .collect(),
+            sources: Source::names(e.sources)
+                .into_iter()
+                .map(String::from)
+                .collect(),
         }))
     }
 
