@@ -19,3 +19,6 @@ elif kind == "quality":
     m = a["models"]; s, p = m["served"]["ndcg"], m["popularity"]["ndcg"]
     als, bpr = b["als"]["ndcg"], b["bpr"]["ndcg"]
     print(f"| {day} | {cores} | {s:.4f} ({a['served']}) | {p:.4f} | {als:.4f} | {bpr:.4f} | {s / max(als, bpr):.2f}× | {s / p:.2f}× |")
+elif kind == "cold_encoders":
+    mini, mp = a["hybrid"]["ndcg_at_10"], b["hybrid"]["ndcg_at_10"]
+    print(f"| {day} | {cores} cores | {a['cold_items']} of 10000 | {a['hybrid']['users']} | {mini:.4f} | {mp:.4f} ({mp / max(mini, 1e-9):.2f}×) | {a['implicit_als']['ndcg_at_10']:.4f} / {b['implicit_als']['ndcg_at_10']:.4f} |")

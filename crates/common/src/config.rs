@@ -298,6 +298,10 @@ pub struct RankConfig {
     /// The index's lists and the lists scanned per query; 0 = about 3·√items and lists / 12.
     pub ann_lists: u32,
     pub ann_probes: u32,
+    /// Implicit ALS and hybrid train the second stage too (candidates from several sources
+    /// re-ranked by a learned ranker, served when it wins on validation); false = the factor
+    /// model alone.
+    pub two_stage: bool,
 }
 
 impl Default for RankConfig {
@@ -319,6 +323,7 @@ impl Default for RankConfig {
             ann_min_items: 100_000,
             ann_lists: 0,
             ann_probes: 0,
+            two_stage: true,
         }
     }
 }

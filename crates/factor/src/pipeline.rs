@@ -97,8 +97,10 @@ pub struct PipelineSettings {
     /// Half-lives of the two trending counts, in ms.
     pub trend_short_ms: i64,
     pub trend_long_ms: i64,
-    /// Items with at most this many users are "new" candidates.
+    /// Items with at most this many users are "new" candidates…
     pub new_item_max_users: usize,
+    /// …the newest this many of them.
+    pub new_pool: usize,
     /// Share of the training interactions held out as the ranker's labels.
     pub label_fraction: f64,
     /// Share of the labelled users kept out of the ranker's training to choose what is served.
@@ -121,6 +123,7 @@ impl Default for PipelineSettings {
             trend_short_ms: 5 * 86_400_000,
             trend_long_ms: 21 * 86_400_000,
             new_item_max_users: 2,
+            new_pool: 500,
             label_fraction: 0.2,
             validation_fraction: 0.3,
             negatives: 8,
@@ -284,9 +287,22 @@ pub fn signals(triples: &[Triple], users: usize, items: usize, s: &PipelineSetti
     };
     let popular_order = order(&popularity);
     let trending_order = if timed { order(&short) } else { Vec::new() };
-    let new_items = (0..items as u32)
+    // The newest of the items with few users (by first interaction; without times, the
+    // highest indices, i.e. the last catalogued): each request scans them all against the
+    // user's profile vector, so the pool is bounded.
+    let mut new_items: Vec<u32> = (0..items as u32)
         .filter(|&i| popularity[i as usize] as usize <= s.new_item_max_users)
         .collect();
+    if timed {
+        new_items.sort_by(|&a, &b| {
+            first_seen[b as usize]
+                .cmp(&first_seen[a as usize])
+                .then(b.cmp(&a))
+        });
+    } else {
+        new_items.reverse();
+    }
+    new_items.truncate(s.new_pool);
     Signals {
         neighbours: neighbours(&by_user, &by_item, &popularity, s),
         popularity,

@@ -7,7 +7,7 @@
 //! nothing), summed per user and item. Hybrid is ALS plus a ridge map from the items' text
 //! vectors to their factors, which gives items with text but no interactions factors too.
 
-use recalloc_factor::als::AlsParams;
+use recalloc_factor::als::{self, AlsParams};
 use recalloc_factor::data::{Csr, IdMap, Triple};
 use recalloc_factor::model::{self, Algorithm, Model, Parts};
 use recalloc_factor::pipeline::{self, PipelineSettings};
@@ -28,6 +28,8 @@ pub struct TrainParams {
     pub threads: usize,
     pub rating_min: f64,
     pub rating_max: f64,
+    /// Train the second stage (`rank.two_stage`).
+    pub two_stage: bool,
 }
 
 impl TrainParams {
@@ -44,6 +46,7 @@ impl TrainParams {
             threads: r.threads as usize,
             rating_min: cfg.ingest.rating_min,
             rating_max: cfg.ingest.rating_max,
+            two_stage: r.two_stage,
         }
     }
 }
@@ -141,7 +144,7 @@ pub fn train(
         item_text,
     };
     let t0 = Instant::now();
-    let mut m = if explicit {
+    let m = if explicit {
         let sp = SgdParams {
             factors: p.factors,
             epochs: p.iterations,
@@ -160,6 +163,11 @@ pub fn train(
             threads: p.threads,
             ..AlsParams::default()
         };
+        if !p.two_stage {
+            let fitted = als::fit(&seen, &by_item, &ap);
+            let m = Model::from_implicit(fitted, p.algorithm, parts);
+            return Ok(finish(m, p, &trained, &seen, t0));
+        }
         // ALS and the second stage over it (candidates, ranker, and what to serve, chosen on
         // a time split of these interactions).
         let tag_ids = model::tag_ids(&parts.tags);
@@ -186,6 +194,18 @@ pub fn train(
         m.pipeline = Some(trained.pipeline);
         m
     };
+    Ok(finish(m, p, &trained, &seen, t0))
+}
+
+/// What every trained model gets after its fit: no leftover factors for items without
+/// interactions, hybrid's text map, and the training figures.
+fn finish(
+    mut m: Model,
+    p: &TrainParams,
+    trained: &[bool],
+    seen: &Csr,
+    t0: Instant,
+) -> (Model, f64) {
     // Items without interactions keep no leftover random factors (score 0 until hybrid maps
     // them from text).
     for (i, t) in trained.iter().enumerate() {
@@ -194,13 +214,13 @@ pub fn train(
         }
     }
     if p.algorithm == Algorithm::Hybrid {
-        let mapped = model::map_text_to_factors(&mut m, &trained, 1.0);
+        let mapped = model::map_text_to_factors(&mut m, trained, 1.0);
         m.metrics.insert("cold_items_mapped".into(), mapped as f64);
     }
     let fit_seconds = t0.elapsed().as_secs_f64();
     m.metrics.insert("fit_seconds".into(), fit_seconds);
     m.metrics.insert("interactions".into(), seen.nnz() as f64);
-    Ok((m, fit_seconds))
+    (m, fit_seconds)
 }
 
 #[cfg(test)]
@@ -260,6 +280,47 @@ mod tests {
         assert_eq!(m.titles, vec!["A", "B", ""]);
         assert_eq!(m.users(), 1);
         assert!(train(&d, &params(Algorithm::ExplicitMf), "v".into(), 0).is_err());
+    }
+
+    #[test]
+    fn two_stage_adds_the_pipeline_to_implicit_models_only_when_asked() {
+        let d = TrainingData {
+            histories: (0..6)
+                .map(|u| {
+                    (
+                        format!("u{u}"),
+                        vec![
+                            h(&format!("i{}", u % 3), "purchase", 0.0),
+                            h("i9", "view", 0.0),
+                        ],
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut p = params(Algorithm::ImplicitAls);
+        assert!(p.two_stage, "on by default");
+        let (m, _) = train(&d, &p, "v".into(), 0).unwrap();
+        assert!(m.pipeline.is_some());
+        p.two_stage = false;
+        let (m, _) = train(&d, &p, "v".into(), 0).unwrap();
+        assert!(m.pipeline.is_none());
+        let mut e = params(Algorithm::ExplicitMf);
+        e.two_stage = true;
+        let ratings = TrainingData {
+            histories: vec![(
+                "u".into(),
+                vec![h("a", "rating", 4.0), h("b", "rating", 2.0)],
+            )],
+            ..Default::default()
+        };
+        assert!(
+            train(&ratings, &e, "v".into(), 0)
+                .unwrap()
+                .0
+                .pipeline
+                .is_none()
+        );
     }
 
     #[test]
