@@ -134,6 +134,16 @@ pub enum DataError {
     },
 }
 
+/// A data file's text and its path for messages.
+fn read_text(path: &std::path::Path) -> Result<(String, String), DataError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    Ok((p, text))
+}
+
 /// Reads `user item value [timestamp]` lines separated by tabs, commas or spaces (MovieLens
 /// `u.data` / `uN.base` layout; a header line that does not parse as a number is skipped),
 /// mapping ids through `users` and `items`.
@@ -142,11 +152,7 @@ pub fn read_triples(
     users: &mut IdMap,
     items: &mut IdMap,
 ) -> Result<Vec<Triple>, DataError> {
-    let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
-        path: p.clone(),
-        source,
-    })?;
+    let (p, text) = read_text(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -196,11 +202,7 @@ pub fn read_pairs(
     users: &mut IdMap,
     items: &mut IdMap,
 ) -> Result<Vec<Triple>, DataError> {
-    let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
-        path: p.clone(),
-        source,
-    })?;
+    let (p, text) = read_text(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line

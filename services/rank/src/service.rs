@@ -227,25 +227,24 @@ impl RankService {
     fn scored(s: &Served, items: Vec<Scored>) -> Vec<ScoredItem> {
         items
             .into_iter()
-            .map(|x| ScoredItem {
-                item_id: s.model.item_ids[x.index as usize].clone(),
-                score: x.score,
-                title: s.model.titles[x.index as usize].clone(),
-                sources: Vec::new(),
-            })
+            .map(|x| Self::scored_item(s, x.index, x.score, &[]))
             .collect()
     }
 
     fn recommended(s: &Served, items: Vec<Recommended>) -> Vec<ScoredItem> {
         items
             .into_iter()
-            .map(|x| ScoredItem {
-                item_id: s.model.item_ids[x.index as usize].clone(),
-                score: x.score,
-                title: s.model.titles[x.index as usize].clone(),
-                sources: x.sources.iter().map(|n| n.to_string()).collect(),
-            })
+            .map(|x| Self::scored_item(s, x.index, x.score, &x.sources))
             .collect()
+    }
+
+    fn scored_item(s: &Served, index: u32, score: f32, sources: &[&str]) -> ScoredItem {
+        ScoredItem {
+            item_id: s.model.item_ids[index as usize].clone(),
+            score,
+            title: s.model.titles[index as usize].clone(),
+            sources: sources.iter().map(|n| n.to_string()).collect(),
+        }
     }
 
     pub async fn recommend(&self, r: RecommendRequest) -> Result<RecommendResponse, RankError> {
