@@ -12,6 +12,8 @@
 
 use rand::{Rng, SeedableRng};
 
+/// Features and factors up to this many are scored without allocating.
+const STACK: usize = 64;
 /// Standardised features are clipped to ±this.
 const CLIP: f32 = 8.0;
 /// Pairs drawn from each user per epoch (fewer when the user has fewer positive × negative).
@@ -97,6 +99,13 @@ impl Fm {
 
     /// The score of one feature row (raw, unstandardised).
     pub fn score(&self, x: &[f32]) -> f32 {
+        // Serving scores every candidate of every request: the scratch sits on the stack when
+        // it fits (it does for the pipeline's 15 features and 4 × 4 factors).
+        let (mut z, mut sums) = ([0f32; STACK], [0f32; STACK]);
+        if self.features <= STACK && self.factors <= STACK {
+            self.standardise(x, &mut z[..self.features]);
+            return self.score_z(&z[..self.features], &mut sums[..self.factors]);
+        }
         let mut z = vec![0f32; self.features];
         let mut sums = vec![0f32; self.factors];
         self.standardise(x, &mut z);

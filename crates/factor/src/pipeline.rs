@@ -960,6 +960,17 @@ mod tests {
         }
     }
 
+    /// A catalogue with no factors, text or tags.
+    fn no_catalogue() -> Catalogue<'static> {
+        Catalogue {
+            factors: 0,
+            item_factors: &[],
+            text_dim: 0,
+            item_text: &[],
+            tags: &[],
+        }
+    }
+
     #[test]
     fn neighbours_are_items_read_by_the_same_users() {
         // Items 0 and 1 always together, 2 and 3 together, 4 alone with 0 once.
@@ -1009,13 +1020,7 @@ mod tests {
             choice: Choice::Pipeline,
             validation: BTreeMap::new(),
         };
-        let cat = Catalogue {
-            factors: 0,
-            item_factors: &[],
-            text_dim: 0,
-            item_text: &[],
-            tags: &[],
-        };
+        let cat = no_catalogue();
         let input = UserInput {
             factors: None,
             history: &[0],
@@ -1054,13 +1059,7 @@ mod tests {
             choice: Choice::Pipeline,
             validation: BTreeMap::new(),
         };
-        let cat = Catalogue {
-            factors: 0,
-            item_factors: &[],
-            text_dim: 0,
-            item_text: &[],
-            tags: &[],
-        };
+        let cat = no_catalogue();
         let user = UserInput {
             factors: None,
             history: &[0, 1],
